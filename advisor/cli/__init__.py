@@ -1,0 +1,79 @@
+"""The `advisor` command line: thin typer commands that call the library and print with rich.
+
+Each command lives in its own module under `advisor.cli` and registers itself on `app`.
+`main()` turns user errors (`AdvisorError`) into one line plus a hint, exit code 2; the full
+traceback only with `--debug` (or ADVISOR_DEBUG=1).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="advisor",
+    help="Deployment-target aware optimization advisor for PyTorch vision models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    _state["debug"] = debug or os.environ.get("ADVISOR_DEBUG") == "1"
+
+
+# command modules, imported for their @app.command side effect; absent ones are skipped
+_COMMAND_MODULES = ("example_cmd", "targets_cmd", "profile_cmd", "analyze_cmd", "apply_cmd",
+                    "rules_cmd")
+for _mod in _COMMAND_MODULES:
+    try:
+        importlib.import_module(f"advisor.cli.{_mod}")
+    except ModuleNotFoundError as e:  # only a missing command module itself is tolerated
+        if e.name != f"advisor.cli.{_mod}":
+            raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    from advisor.errors import AdvisorError
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or \
+        os.environ.get("ADVISOR_DEBUG") == "1"
+    try:
+        app(args=argv, standalone_mode=False)
+    except AdvisorError as e:
+        if debug:
+            raise
+        from rich.console import Console
+        err = Console(stderr=True)
+        err.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        if e.hint:
+            err.print(f"[yellow]hint:[/] {e.hint}", highlight=False, soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # typer/click exits (--help, usage errors)
+        return int(e.code or 0)
+    except Exception as e:  # click usage errors come as click.exceptions.* in non-standalone mode
+        import click
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return 2
+        if isinstance(e, click.exceptions.Abort):
+            return 1
+        if debug:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Shared `Annotated` option aliases, so every command spells the same option the same way."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+TargetOpt = Annotated[str, typer.Option("--target", "-t",
+                                        help="Target profile name (see `advisor targets`) or a .toml path.")]
+InputShapeOpt = Annotated[Optional[str], typer.Option(
+    "--input-shape", help="Input shape when the model does not record it, e.g. 1,3,224,224.")]
+ArchOpt = Annotated[Optional[str], typer.Option(
+    "--arch", help="pkg.module:factory returning the nn.Module (for state_dict files).")]
+TrustPickleOpt = Annotated[bool, typer.Option(
+    "--trust-pickle", help="Allow loading a whole pickled nn.Module. Unpickling runs arbitrary code.")]
+JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON here.")]
+FromProfileOpt = Annotated[Optional[Path], typer.Option(
+    "--from-profile", help="Use a baseline measured earlier (e.g. on the device) by `advisor profile --json`.")]

@@ -1,0 +1,59 @@
+"""Atomic output writing and guards that keep the user's input files untouched."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, protect: tuple[Path, ...] = ()) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it into place (atomic on POSIX).
+
+    `protect`: input files that must never be overwritten (raises if `path` is one of them).
+    """
+    path = Path(path)
+    for p in protect:
+        if p is not None and Path(p).exists() and path.exists() and \
+                os.path.samefile(p, path):
+            from advisor.errors import AdvisorError
+            raise AdvisorError(f"refusing to overwrite the input file {p}",
+                               "choose another output path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # keep the real suffix last: some writers (torch.export.save) insist on it
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any):
+    import dataclasses
+
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

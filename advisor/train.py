@@ -1,0 +1,193 @@
+"""The one training/evaluation loop used by pruning, rewinding, factorization and distillation.
+
+Budget in epochs and/or wall-clock seconds; OneCycle (default) or cosine schedule — without a
+schedule the digits CNN swung between 66% and 95% here; seeded; early stop on validation
+accuracy; a rich progress bar; CPU first, CUDA when asked for and present.
+
+Custom objectives plug in through `loss_fn(model, inputs, labels) -> loss` (distillation, L1 on
+BN scales); `after_step(model)` runs after every optimizer step (re-applying sparsity masks).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Literal
+
+import torch
+from torch import nn
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    max_seconds: float | None = None
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    seed: int = 0
+    early_stop_patience: int | None = None  # epochs without val improvement
+    restore_best: bool = True  # keep the weights of the best validation epoch
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainReport:
+    epochs_run: int = 0
+    seconds: float = 0.0
+    stopped_by: str = "epochs"  # epochs | time | early_stop
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, val_acc, lr
+    best_val_accuracy: float | None = None
+
+    def as_dict(self) -> dict:
+        return {"epochs_run": self.epochs_run, "seconds": round(self.seconds, 3),
+                "stopped_by": self.stopped_by, "best_val_accuracy": self.best_val_accuracy,
+                "history": self.history}
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("CUDA requested but no GPU is available on this host")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module | Callable, loader: Iterable, device: str | torch.device = "cpu"
+             ) -> float:
+    """Top-1 accuracy in [0, 1] of `model` over `(inputs, labels)` batches."""
+    was_training = getattr(model, "training", False)
+    if isinstance(model, nn.Module):
+        model.eval()
+    correct = total = 0
+    for x, y in loader:
+        logits = model(x.to(device))
+        correct += (logits.argmax(1).cpu() == y).sum().item()
+        total += len(y)
+    if isinstance(model, nn.Module) and was_training:
+        model.train()
+    if total == 0:
+        raise ValueError("evaluation data is empty")
+    return correct / total
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
+    ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    return lambda model, x, y: ce(model(x), y)
+
+
+def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *,
+          val_loader=None, loss_fn: LossFn | None = None,
+          after_step: Callable[[nn.Module], None] | None = None,
+          extra_params: Iterable[nn.Parameter] = (), device: str | None = "cpu",
+          progress: bool = True, description: str = "training") -> TrainReport:
+    """Train `model` in place within the budget of `config`; returns what happened.
+
+    `extra_params` are optimised too (e.g. distillation adapters). The model ends in eval mode,
+    holding the best validation weights when `restore_best` and validation data are given.
+    """
+    dev = resolve_device(device)
+    seed_everything(config.seed)
+    model.to(dev).train()
+    loss_fn = loss_fn or cross_entropy_loss(config.label_smoothing)
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(train_loader))
+    total_steps = steps_per_epoch * max(1, config.epochs)
+    if config.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps)
+    elif config.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    else:
+        sched = None
+
+    report = TrainReport()
+    best_state, best_acc, bad_epochs = None, -math.inf, 0
+    start = time.perf_counter()
+    with _progress(progress, description, config.epochs) as advance:
+        for epoch in range(config.epochs):
+            model.train()
+            running, n = 0.0, 0
+            for x, y in train_loader:
+                x, y = x.to(dev), y.to(dev)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model, x, y)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                if after_step is not None:
+                    after_step(model)
+                running += loss.item() * len(y)
+                n += len(y)
+            entry = {"epoch": epoch + 1, "loss": running / max(1, n),
+                     "lr": opt.param_groups[0]["lr"]}
+            if val_loader is not None:
+                acc = evaluate(model, val_loader, dev)
+                entry["val_accuracy"] = acc
+                if acc > best_acc:
+                    best_acc, bad_epochs = acc, 0
+                    if config.restore_best:
+                        best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad_epochs += 1
+            report.history.append(entry)
+            report.epochs_run = epoch + 1
+            advance(entry)
+            if config.early_stop_patience is not None and bad_epochs >= config.early_stop_patience:
+                report.stopped_by = "early_stop"
+                break
+            if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+                report.stopped_by = "time"
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    report.best_val_accuracy = None if best_acc == -math.inf else best_acc
+    report.seconds = time.perf_counter() - start
+    model.eval()
+    return report
+
+
+class _progress:
+    """A rich progress bar over epochs, or nothing when disabled / not a terminal."""
+
+    def __init__(self, enabled: bool, description: str, total: int):
+        self.enabled, self.description, self.total = enabled, description, total
+        self._bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[status]}"), transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=self.total, status="")
+
+        def advance(entry: dict) -> None:
+            if self._bar is not None:
+                status = f"loss {entry['loss']:.3f}"
+                if "val_accuracy" in entry:
+                    status += f"  val {entry['val_accuracy']:.1%}"
+                self._bar.update(self._task, advance=1, status=status)
+        return advance
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+        return False

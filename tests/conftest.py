@@ -1,0 +1,47 @@
+"""Shared fixtures: digits splits and briefly trained example models (session-cached).
+
+Area-specific fixtures live in tests/<area>/conftest.py.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+_TRAINED: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session")
+def digits_splits():
+    from advisor.examples.digits import load_digits_splits
+    return load_digits_splits()
+
+
+@pytest.fixture(scope="session")
+def digits_loaders(digits_splits):
+    from advisor.examples.digits import loader
+    return {"train": loader(digits_splits["train"], 64, shuffle=True),
+            "val": loader(digits_splits["val"], 256),
+            "test": loader(digits_splits["test"], 256)}
+
+
+@pytest.fixture(scope="session")
+def trained_example(digits_splits):
+    """`trained_example(name)` → a fresh copy of example `name` trained briefly (cached)."""
+    from advisor.examples.build import train_example
+
+    def get(name: str, epochs: int = 4):
+        key = f"{name}:{epochs}"
+        if key not in _TRAINED:
+            _TRAINED[key] = train_example(name, digits_splits, epochs=epochs)
+        ex = _TRAINED[key]
+        return copy.deepcopy(ex.model).eval(), ex
+    return get
+
+
+@pytest.fixture
+def example_input():
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
