@@ -1,0 +1,52 @@
+"""`advisor analyze MODEL --target T --max-drop 1% ...`: the whole advisor in one command."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from advisor.cli import app
+from advisor.cli.options import (ArchOpt, FromProfileOpt, InputShapeOpt, TargetOpt,
+                                 TrustPickleOpt)
+
+
+@app.command("analyze")
+def analyze_cmd(
+    model: Annotated[str, typer.Argument(help="Model file (.pt2 recommended, .onnx, TorchScript, state_dict + --arch) or pkg.module:factory.")],
+    target: TargetOpt = "cpu",
+    max_drop: Annotated[str, typer.Option("--max-drop", help="Tolerable accuracy drop: '1%' = 1 point of top-1; '2%rel' = 2% of the baseline.")] = "1%",
+    goal: Annotated[str, typer.Option("--goal", help="Main problem: latency, size or balanced.")] = "latency",
+    max_latency: Annotated[Optional[str], typer.Option("--max-latency", help="Latency ceiling, e.g. 10ms.")] = None,
+    max_size: Annotated[Optional[str], typer.Option("--max-size", help="Size ceiling, e.g. 5MB.")] = None,
+    retrain: Annotated[str, typer.Option("--retrain", help="Retraining budget: none, finetune or full.")] = "none",
+    data: Annotated[Optional[str], typer.Option("--data", help="Validation data (.pt/.npz, image folder, or pkg.module:function).")] = None,
+    test_data: Annotated[Optional[str], typer.Option("--test-data", help="Held-out data to confirm the chosen plan (default: half of --data).")] = None,
+    train_data: Annotated[Optional[str], typer.Option("--train-data", help="Labelled training data (needed for --retrain finetune/full).")] = None,
+    budget: Annotated[Optional[str], typer.Option("--budget", help="Wall-clock budget of the search, e.g. 10m.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write report.md/.html/.json and plan.json here.")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Also write the optimized model (needs --out).")] = False,
+    arch: ArchOpt = None,
+    input_shape: InputShapeOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    from_profile: FromProfileOpt = None,
+    max_trials: Annotated[int, typer.Option("--max-trials", help="At most this many candidate trials.")] = 12,
+    repeats: Annotated[int, typer.Option("--repeats", help="Latency repeats per measurement.")] = 100,
+    inline: Annotated[bool, typer.Option("--inline", help="Run trials in this process (no isolation; debugging).")] = False,
+) -> None:
+    """Measure MODEL on the target, choose compression plans by the four factors, try them, and report."""
+    from advisor.api import analyze
+    from advisor.cli.render import Reporter, print_analysis
+    from advisor.errors import FactorError
+
+    if apply and out is None:
+        raise FactorError("--apply needs --out DIR (where the optimized model is written)")
+    with Reporter() as rep:
+        result = analyze(model, target=target, max_drop=max_drop, goal=goal,
+                         max_latency=max_latency, max_size=max_size, retrain=retrain, data=data,
+                         test_data=test_data, train_data=train_data, budget=budget, out=out,
+                         apply=apply, arch=arch, input_shape=input_shape,
+                         trust_pickle=trust_pickle, from_profile=from_profile,
+                         executor="inline" if inline else "process", max_trials=max_trials,
+                         measure={"repeats": repeats}, progress=False, on_event=rep.event)
+    print_analysis(result)

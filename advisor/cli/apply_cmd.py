@@ -1,0 +1,46 @@
+"""`advisor apply MODEL --plan plan.json --out DIR`: replay a plan and write the optimized model."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from advisor.cli import app
+from advisor.cli.options import ArchOpt, InputShapeOpt, TrustPickleOpt
+
+
+@app.command("apply")
+def apply_cmd(
+    model: Annotated[str, typer.Argument(help="The ORIGINAL model the plan was made for.")],
+    plan: Annotated[Path, typer.Option("--plan", help="plan.json written by `advisor analyze --out`.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (model.onnx, model.pt2).")],
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Target to re-measure on (default: the plan's).")] = None,
+    train_data: Annotated[Optional[str], typer.Option("--train-data", help="Training data (default: as recorded in the plan).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Calibration/validation data (default: as recorded in the plan).")] = None,
+    arch: ArchOpt = None,
+    input_shape: InputShapeOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+) -> None:
+    """Replay PLAN on MODEL deterministically, write the optimized model, and show before/after."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from advisor.api import apply_plan
+
+    console = Console()
+    with console.status("applying the plan and re-measuring..."):
+        res = apply_plan(model, plan, out=out, target=target, train_data=train_data,
+                         calib_data=data, arch=arch, input_shape=input_shape,
+                         trust_pickle=trust_pickle, progress=False)
+    t = Table(title=f"advisor apply: {plan}")
+    for col in ("", "runtime", "p50 ms", "size MB", "accuracy"):
+        t.add_column(col)
+    for label, row in (("before", res.before), ("after", res.after)):
+        acc = f"{row['accuracy']:.1%}" if row.get("accuracy") is not None else "—"
+        t.add_row(label, row["runtime"], f"{row['p50_ms']:.3f}", f"{row['size_mb']:.2f}", acc)
+    console.print(t)
+    console.print(f"speed-up {res.before['p50_ms'] / res.after['p50_ms']:.2f}x, "
+                  f"size {res.after['size_mb'] / res.before['size_mb']:.2f}x")
+    for k, v in res.files.items():
+        console.print(f"wrote {k}: {v}")

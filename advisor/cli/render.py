@@ -1,0 +1,103 @@
+"""Terminal rendering of an analysis: live progress while it runs, a rich summary after."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+_STAGES = {"baseline": "measuring the baseline on the target", "decide": "applying the rules",
+           "search": "trying candidates", "confirm": "confirming on the held-out split",
+           "apply": "writing the optimized model"}
+
+
+class Reporter:
+    """Progress bar fed by `analyze(on_event=...)`: one bar over the candidate trials."""
+
+    def __init__(self, console: Console | None = None):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn)
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=self.console, transient=True)
+        self.task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        self.task = self.progress.add_task("starting", total=None)
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+        return False
+
+    def event(self, kind: str, payload: dict) -> None:
+        if kind == "stage":
+            name = payload["name"]
+            total = payload.get("candidates") if name == "search" else None
+            self.progress.update(self.task, description=_STAGES.get(name, name), total=total,
+                                 completed=0)
+            if name != "search":
+                self.console.log(_STAGES.get(name, name))
+        elif kind == "trial":
+            self.progress.update(self.task, description=f"trying {payload['name']}",
+                                 completed=payload["i"], total=payload["n"])
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{x * 100:.1f}%"
+
+
+def print_analysis(result, console: Console | None = None) -> None:
+    c = console or Console()
+    r = result.report
+    b = r["baseline"]
+    verified = r["data"]["verified"]
+    tgt = r["target"]["name"] + (" (emulated)" if r["target"].get("emulated") else "")
+    c.print(f"[bold]model[/] {r['model']['path']}  [bold]target[/] {tgt}  "
+            f"[bold]goal[/] {r['factors']['goal']}  [bold]max drop[/] "
+            f"{r['factors']['max_drop']:g} pts  [bold]retrain[/] {r['factors']['retrain']}")
+    t = Table(title="candidates (measured on the target)")
+    for col in ("id", "plan", "status", "runtime", "p50 ms", "speed-up", "size MB",
+                "accuracy" if verified else "agreement", "meets"):
+        t.add_column(col)
+    base_rt = b.get("runtime", "")
+    t.add_row("base", "original (fp32)", "ok", base_rt,
+              f"{b['latency_ms']['p50']:.3f}", "1.00x", f"{b['size_mb']:.2f}",
+              _pct(b.get("accuracy")) if verified else "100.0%", "")
+    for cand in r["candidates"]:
+        m = cand.get("measured") or {}
+        if cand["status"] != "ok":
+            t.add_row(cand["id"], cand["name"], f"[red]{cand['status']}[/]", "", "", "", "",
+                      "", (cand.get("error") or "")[:60])
+            continue
+        quality = _pct(m.get("accuracy")) if verified else \
+            _pct((m.get("agreement") or {}).get("top1_agreement"))
+        t.add_row(cand["id"], cand["name"], "ok", m.get("runtime", ""),
+                  f"{m['latency_ms']['p50']:.3f}", f"{m.get('speedup') or 0:.2f}x",
+                  f"{m['size_mb']:.2f}", quality,
+                  "[green]yes[/]" if cand["meets_constraints"] else
+                  f"[yellow]no[/] {'; '.join(cand['violations'])[:50]}")
+    c.print(t)
+    chosen = r.get("chosen")
+    if chosen:
+        m = chosen["measured"]
+        steps = " → ".join(s["pass"] for s in chosen["plan"]["steps"])
+        acc = (f"accuracy val {_pct(m.get('accuracy'))}, held-out {_pct(chosen.get('accuracy_test'))} "
+               f"(baseline {_pct(b.get('accuracy_test'))})") if verified else \
+            "accuracy unverified (no --data): agreement with the original " + \
+            _pct((m.get('agreement') or {}).get('top1_agreement'))
+        c.print(Panel(f"[bold]{chosen['name']}[/]  ({steps})\n"
+                      f"{m['speedup']:.2f}x faster, {1 / m['size_ratio']:.2f}x smaller, {acc}",
+                      title="recommendation", border_style="green"))
+    else:
+        names = [x["name"] for x in r["candidates"] if x["id"] in r.get("closest", [])]
+        c.print(Panel("No plan met every constraint. Closest: " + (", ".join(names) or "none") +
+                      ".\nEverything measured is kept in the report; a retraining budget "
+                      "(--retrain finetune --train-data ...) or a larger --max-drop widens the options.",
+                      title="recommendation", border_style="yellow"))
+    for w in r.get("warnings", []):
+        c.print(f"[yellow]note:[/] {w}")
+    if result.files:
+        for k, v in result.files.items():
+            c.print(f"wrote {k}: {v}")

@@ -1,0 +1,94 @@
+"""Carry out a plan: run its passes in order, exporting to ONNX where a pass needs ONNX.
+
+Torch-stage passes (pruning, factorization, distillation, fine-tuning) come first and hand an
+`nn.Module` on; the first ONNX-stage pass (ONNX Runtime quantization) triggers one fp32 ONNX
+export; after that only ONNX-stage passes may follow. Each step is seeded (plan.seed + index)
+so that `advisor apply` replays a plan deterministically.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from advisor.decide.plan import Plan
+from advisor.errors import PassError, PlanError
+from advisor.passes.base import (OnnxArtifact, PassContext, config_from_dict, config_to_dict,
+                                 get_pass)
+
+
+@dataclass
+class RunResult:
+    model: Any  # nn.Module or OnnxArtifact
+    torch_model: nn.Module | None  # the last torch-stage model (for .pt2 and hot spots)
+    steps: list[dict] = field(default_factory=list)  # per step: pass, config, info, seconds
+
+    @property
+    def is_onnx(self) -> bool:
+        return isinstance(self.model, OnnxArtifact)
+
+
+def run_plan(model: nn.Module | OnnxArtifact, plan: Plan, ctx: PassContext,
+             workdir: Path) -> RunResult:
+    """Apply every step of `plan` to `model` (never modified in place by well-behaved passes)."""
+    from advisor.export import export_onnx
+    from advisor.train import seed_everything
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx.workdir = workdir
+    current: Any = model
+    torch_model = model if isinstance(model, nn.Module) else None
+    steps: list[dict] = []
+    for i, step in enumerate(plan.steps):
+        spec = get_pass(step.pass_name)
+        config = config_from_dict(spec.config_cls, step.config)
+        if spec.stage == "onnx" and isinstance(current, nn.Module):
+            fp32 = workdir / "fp32.onnx"
+            info = export_onnx(current, fp32, ctx.input_shape)
+            current = OnnxArtifact(fp32, ctx.input_shape, {"export": info})
+        elif spec.stage == "torch" and not isinstance(current, nn.Module):
+            raise PlanError(f"step {i + 1} ({step.pass_name}) needs a PyTorch model, but an "
+                            "earlier step already produced ONNX",
+                            "order torch passes (pruning, factorization, KD) before quantization")
+        seed_everything(plan.seed + i)
+        start = time.perf_counter()
+        try:
+            result = spec.apply(current, config, ctx)
+        except PassError:
+            raise
+        except Exception as e:  # a technique failing on this model is reported, not a crash
+            raise PassError(f"{step.pass_name} failed: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}") from e
+        current = result.model
+        if isinstance(current, nn.Module):
+            torch_model = current
+        steps.append({"pass": step.pass_name, "config": config_to_dict(config),
+                      "info": result.info, "seconds": round(time.perf_counter() - start, 3)})
+    return RunResult(current, torch_model, steps)
+
+
+def write_artifacts(result: RunResult, out_dir: Path, input_shape: tuple[int, ...],
+                    metadata: dict | None = None) -> dict[str, Path]:
+    """Write the optimized model: `model.onnx` always, `model.pt2` when it is a torch model."""
+    from advisor.export import export_onnx, save_pt2
+    from advisor.fileio import atomic_path
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if isinstance(result.model, OnnxArtifact):
+        with atomic_path(out_dir / "model.onnx") as tmp:
+            shutil.copyfile(result.model.path, tmp)
+        written["onnx"] = out_dir / "model.onnx"
+    else:
+        try:
+            export_onnx(result.model, out_dir / "model.onnx", input_shape)
+            written["onnx"] = out_dir / "model.onnx"
+        except Exception as e:  # e.g. CSR sparse layers have no ONNX form
+            written["onnx_error"] = Path(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        save_pt2(result.model, out_dir / "model.pt2", input_shape, metadata)
+        written["pt2"] = out_dir / "model.pt2"
+    return written

@@ -1,0 +1,260 @@
+"""Run the ranked candidates within the budget, tune each family's knob by measurement, select.
+
+- Candidates run in rank order through an `Executor` (isolated worker processes by default); a
+  failing candidate is recorded with its error and the search goes on.
+- A candidate's knob (prune ratio, sparsity, Tucker energy, calibration method) is tuned by
+  measurement: monotonic knobs go from mild to aggressive and stop at the first value that breaks
+  the accuracy budget; int8 that misses the budget is retried with the accuracy-aware fallback.
+- Selection: the best plan meeting every constraint (accuracy drop on the validation split,
+  --max-latency, --max-size, and a real gain on the goal); nothing is dropped when none
+  qualifies — the closest plans are reported.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from advisor.decide.factors import Factors
+from advisor.decide.plan import Plan, Step
+from advisor.decide.rules import Candidate
+
+MONOTONIC_KNOBS = {"ratio": "up", "sparsity": "up", "flops_reduction": "up", "energy": "down"}
+FALLBACK_FIELD = "max_drop"  # int8_static's accuracy-aware fallback budget (points)
+
+
+@dataclass
+class SearchSettings:
+    budget_seconds: float | None = 600.0
+    max_trials: int = 12
+    train_epochs: int = 6  # per training step, capped by the time left
+    seed: int = 0
+
+
+@dataclass
+class Baseline:
+    latency_p50: dict[str, float]  # per runtime
+    size_mb: float
+    accuracy: float | None  # on the validation split (fraction)
+    verified: bool
+
+
+@dataclass
+class TrialRecord:
+    id: str
+    name: str
+    rule: str
+    family: str
+    plan: dict
+    predicted: dict
+    status: str = "pending"
+    error: str | None = None
+    measured: dict | None = None
+    steps: list = field(default_factory=list)
+    meets_constraints: bool = False
+    violations: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    artifact: str | None = None
+    runtime: str | None = None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "name": self.name, "rule": self.rule, "family": self.family,
+                "status": self.status, "error": self.error, "plan": self.plan,
+                "predicted": self.predicted, "measured": self.measured,
+                "steps": self.steps, "meets_constraints": self.meets_constraints,
+                "violations": self.violations, "reasons": self.reasons,
+                "seconds": self.seconds, "runtime": self.runtime}
+
+
+def make_plan(c: Candidate, factors: Factors, target: str, seed: int, data: dict) -> Plan:
+    return Plan(name=c.name, steps=copy.deepcopy(c.steps), factors=factors.to_json(),
+                target=target, seed=seed, data=data)
+
+
+def variants(c: Candidate) -> list[tuple[str, list[Step], Any]]:
+    """The candidate's plans over its knob values (mild → aggressive for monotonic knobs)."""
+    if not c.knob:
+        return [(c.name, c.steps, None)]
+    out = []
+    for v in c.knob["values"]:
+        steps = copy.deepcopy(c.steps)
+        steps[c.knob["step"]].config[c.knob["field"]] = v
+        out.append((f"{c.name} [{c.knob['field']}={v}]", steps, v))
+    return out
+
+
+def check_constraints(rec: TrialRecord, baseline: Baseline, factors: Factors) -> list[str]:
+    """Violated constraints of a measured trial, in words (empty = feasible)."""
+    m = rec.measured or {}
+    v = []
+    allowed = factors.allowed_drop_points(baseline.accuracy)
+    if baseline.verified and m.get("accuracy") is not None and baseline.accuracy is not None:
+        drop = (baseline.accuracy - m["accuracy"]) * 100
+        if drop > allowed + 1e-9:
+            v.append(f"accuracy drop {drop:.2f} pts > {allowed:.2f}")
+    elif m.get("agreement"):
+        disagree = (1 - m["agreement"]["top1_agreement"]) * 100
+        if disagree > allowed + 1e-9:
+            v.append(f"disagrees with the original on {disagree:.2f}% of inputs > {allowed:.2f}")
+    p50 = (m.get("latency_ms") or {}).get("p50")
+    if factors.max_latency_ms is not None and p50 is not None and p50 > factors.max_latency_ms:
+        v.append(f"latency {p50:.2f} ms > {factors.max_latency_ms:g} ms")
+    if factors.max_size_mb is not None and m.get("size_mb", 0) > factors.max_size_mb:
+        v.append(f"size {m['size_mb']:.2f} MB > {factors.max_size_mb:g} MB")
+    speedup, ratio = m.get("speedup"), m.get("size_ratio")
+    if factors.goal == "latency" and speedup is not None and speedup <= 1.02:
+        v.append(f"not faster than the baseline ({speedup:.2f}x)")
+    if factors.goal == "size" and ratio is not None and ratio >= 0.98:
+        v.append(f"not smaller than the baseline ({ratio:.2f}x)")
+    if factors.goal == "balanced" and speedup is not None and ratio is not None and \
+            speedup / ratio <= 1.02:
+        v.append("neither faster nor smaller than the baseline")
+    return v
+
+
+def objective(rec: TrialRecord, factors: Factors) -> float:
+    """Lower is better: relative latency, relative size, or their product (balanced)."""
+    m = rec.measured or {}
+    rel_lat = 1.0 / m.get("speedup", 1.0)
+    rel_size = m.get("size_ratio", 1.0)
+    return {"latency": rel_lat + 1e-3 * rel_size, "size": rel_size + 1e-3 * rel_lat,
+            "balanced": rel_lat * rel_size}[factors.goal]
+
+
+def _annotate(rec: TrialRecord, result: dict, baseline: Baseline, factors: Factors) -> None:
+    rec.status = result.get("status", "failed")
+    rec.error = result.get("error")
+    rec.seconds = float(result.get("seconds", rec.seconds))
+    if rec.status != "ok":
+        return
+    m = result["measured"]
+    rt = result.get("runtime")
+    base = baseline.latency_p50.get(rt) or min(baseline.latency_p50.values())
+    m["speedup"] = base / m["latency_ms"]["p50"] if m["latency_ms"]["p50"] else None
+    m["size_ratio"] = m["size_mb"] / baseline.size_mb if baseline.size_mb else None
+    if baseline.accuracy is not None and m.get("accuracy") is not None:
+        m["accuracy_drop"] = (baseline.accuracy - m["accuracy"]) * 100
+    rec.measured, rec.steps = m, result.get("steps", [])
+    rec.artifact, rec.runtime = result.get("artifact"), rt
+    if result.get("note"):
+        rec.reasons.append(result["note"])
+    rec.violations = check_constraints(rec, baseline, factors)
+    rec.meets_constraints = not rec.violations
+
+
+def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | None], dict],
+               baseline: Baseline, factors: Factors, settings: SearchSettings, target_name: str,
+               data_specs: dict, progress: Callable[[str, int, int], None] | None = None
+               ) -> list[TrialRecord]:
+    """Evaluate candidates (and knob variants) in rank order until the budget is spent.
+
+    `run_one(plan, train_seconds)` performs one isolated trial and returns its result dict.
+    """
+    start = time.perf_counter()
+    records: list[TrialRecord] = []
+    queue = [(c, variants(c)) for c in candidates]
+    total = sum(len(v) for _, v in queue)
+    training_left = sum(len(v) for c, v in queue if c.trains)
+    done = 0
+
+    def time_left() -> float | None:
+        if settings.budget_seconds is None:
+            return None
+        return settings.budget_seconds - (time.perf_counter() - start)
+
+    for c, vars_ in queue:
+        direction = MONOTONIC_KNOBS.get(c.knob["field"]) if c.knob else None
+        for name, steps, value in vars_:
+            left = time_left()
+            if len(records) >= settings.max_trials or (left is not None and left <= 0):
+                rec = TrialRecord(f"c{len(records) + 1}", name, c.rule, c.family,
+                                  make_plan(Candidate(name, steps, c.family, c.rule), factors,
+                                            target_name, settings.seed, data_specs).to_json(),
+                                  _predicted(c), status="skipped",
+                                  error="budget exhausted before this candidate ran")
+                records.append(rec)
+                done += 1
+                continue
+            plan = make_plan(Candidate(name, steps, c.family, c.rule), factors, target_name,
+                             settings.seed, data_specs)
+            rec = TrialRecord(f"c{len(records) + 1}", name, c.rule, c.family, plan.to_json(),
+                              _predicted(c), reasons=[c.note] if c.note else [])
+            if progress:
+                progress(name, done, total)
+            train_s = _train_allowance(c, left, training_left)
+            if c.trains:
+                training_left -= 1
+            t0 = time.perf_counter()
+            result = run_one(plan, train_s)
+            rec.seconds = time.perf_counter() - t0
+            _annotate(rec, result, baseline, factors)
+            records.append(rec)
+            done += 1
+            if rec.status == "ok" and not rec.meets_constraints and _accuracy_only(rec):
+                fb = _fallback_retry(c, steps, rec, baseline, factors, run_one, settings,
+                                     target_name, data_specs, len(records) + 1)
+                if fb is not None:
+                    records.append(fb)
+                if direction:  # more aggressive values would lose even more accuracy
+                    break
+            if rec.status != "ok" and direction:
+                break
+    return records
+
+
+def _accuracy_only(rec: TrialRecord) -> bool:
+    return bool(rec.violations) and all(v.startswith(("accuracy", "disagrees"))
+                                        for v in rec.violations)
+
+
+def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_name,
+                    data_specs, index) -> TrialRecord | None:
+    """int8 that misses the accuracy budget: retry with layers reverted to fp32 until within it."""
+    from advisor.passes.base import get_pass
+
+    for i, st in enumerate(steps):
+        if st.pass_name != "int8_static":
+            continue
+        fields = getattr(get_pass("int8_static").config_cls, "__dataclass_fields__", {})
+        if FALLBACK_FIELD not in fields or st.config.get(FALLBACK_FIELD) is not None:
+            return None
+        new_steps = copy.deepcopy(steps)
+        new_steps[i].config[FALLBACK_FIELD] = factors.allowed_drop_points(baseline.accuracy)
+        name = f"{rec.name} + fp32 fallback"
+        plan = make_plan(Candidate(name, new_steps, c.family, c.rule), factors, target_name,
+                         settings.seed, data_specs)
+        fb = TrialRecord(f"c{index}", name, c.rule, c.family, plan.to_json(), _predicted(c),
+                         reasons=["int8 missed the accuracy budget: the most sensitive layers "
+                                  "are kept in fp32 until it fits"])
+        t0 = time.perf_counter()
+        result = run_one(plan, None)
+        fb.seconds = time.perf_counter() - t0
+        _annotate(fb, result, baseline, factors)
+        return fb
+    return None
+
+
+def _train_allowance(c: Candidate, left: float | None, training_left: int) -> float | None:
+    """Seconds a training candidate may spend: an equal share of the time left."""
+    if not c.trains or left is None:
+        return None
+    return max(10.0, 0.8 * left / max(1, training_left))
+
+
+def _predicted(c: Candidate) -> dict:
+    return {"speedup": c.predicted_speedup, "size_ratio": c.predicted_size_ratio,
+            "note": c.note}
+
+
+def select(records: list[TrialRecord], factors: Factors, n_closest: int = 3
+           ) -> tuple[TrialRecord | None, list[TrialRecord]]:
+    """The best feasible trial, or (None, the closest trials) when none is feasible."""
+    ok = [r for r in records if r.status == "ok"]
+    feasible = [r for r in ok if r.meets_constraints]
+    if feasible:
+        return min(feasible, key=lambda r: objective(r, factors)), []
+    closest = sorted(ok, key=lambda r: (len(r.violations), objective(r, factors)))
+    return None, closest[:n_closest]

@@ -1,0 +1,150 @@
+"""One candidate trial: apply a plan, export, measure on the target, evaluate. Runs in a worker.
+
+The deploy runtime is the target's first runtime that can run the result: ONNX Runtime for
+anything that exports to ONNX (quantized models only exist there), torch for models that only
+run in torch (e.g. CSR sparse layers). Latency is measured in a fresh subprocess
+(`advisor.measure.latency`), accuracy on the validation split only — the held-out test split is
+touched once, for the chosen plan.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from advisor.decide.plan import plan_from_json
+from advisor.passes.base import OnnxArtifact, PassContext, RetrainBudget, load_builtin_passes
+
+
+@dataclass
+class TrialPayload:
+    model: Any  # nn.Module, or None for ONNX input
+    onnx_path: str | None
+    input_shape: tuple[int, ...]
+    plan: dict
+    target: Any
+    workdir: str
+    train_loader: Any = None
+    val_loader: Any = None
+    calib_loader: Any = None
+    budget: RetrainBudget = field(default_factory=RetrainBudget)
+    reference_inputs: torch.Tensor | None = None
+    reference_logits: np.ndarray | None = None
+    measure: dict = field(default_factory=dict)  # warmup, repeats, max_seconds
+    device: str = "cpu"
+    progress: bool = False
+    keep_torch_model: bool = False
+
+
+def run_trial(p: TrialPayload) -> dict:
+    from advisor.runner import run_plan
+
+    start = time.perf_counter()
+    passes = load_builtin_passes()
+    plan = plan_from_json(p.plan, passes.keys())
+    if p.model is not None:
+        torch.set_num_threads(max(1, getattr(p.target, "threads", None) or torch.get_num_threads()))
+    workdir = Path(p.workdir)
+    ctx = PassContext(example_inputs=(torch.zeros(p.input_shape),), input_shape=p.input_shape,
+                      train_loader=p.train_loader, val_loader=p.val_loader,
+                      calib_loader=p.calib_loader or p.val_loader, budget=p.budget,
+                      target=p.target, teacher=p.model, workdir=workdir, seed=plan.seed,
+                      device=p.device, progress=p.progress)
+    start_model = p.model if p.model is not None else \
+        OnnxArtifact(Path(p.onnx_path), p.input_shape, {})
+    result = run_plan(start_model, plan, ctx, workdir)
+    artifact, runtime, export_note = _deploy_artifact(result, p, workdir)
+    measured = measure_artifact(artifact, runtime, p)
+    measured["size_mb"] = _size_mb(artifact, result.steps)
+    out = {"status": "ok", "measured": measured, "steps": result.steps,
+           "artifact": str(artifact), "runtime": runtime,
+           "seconds": round(time.perf_counter() - start, 2)}
+    if export_note:
+        out["note"] = export_note
+    if p.keep_torch_model and result.torch_model is not None:
+        out["torch_model"] = result.torch_model
+    return out
+
+
+def _runtimes(target) -> list[str]:
+    return [r.name for r in getattr(target, "runtimes", ())] or ["onnxruntime", "torch"]
+
+
+def _deploy_artifact(result, p: TrialPayload, workdir: Path) -> tuple[Path, str, str | None]:
+    from advisor.export import export_onnx, save_pt2
+
+    runtimes = _runtimes(p.target)
+    if result.is_onnx:
+        if "onnxruntime" not in runtimes:
+            raise RuntimeError("the plan produced an ONNX model but the target has no ONNX Runtime")
+        return Path(result.model.path), "onnxruntime", None
+    note = None
+    for rt in runtimes:
+        if rt == "onnxruntime":
+            try:
+                path = workdir / "candidate.onnx"
+                export_onnx(result.model, path, p.input_shape)
+                return path, "onnxruntime", None
+            except Exception as e:
+                note = f"no ONNX export ({type(e).__name__}); measured in torch"
+        elif rt == "torch":
+            path = workdir / "candidate.pt2"
+            save_pt2(result.model, path, p.input_shape)
+            return path, "torch", note
+    raise RuntimeError(f"no runtime of the target can run this model ({note})")
+
+
+def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
+    """Latency (subprocess), accuracy on val, agreement with the original on reference inputs."""
+    from advisor.measure.latency import measure_latency
+
+    lat = measure_latency(artifact, runtime, p.input_shape, target=p.target, **p.measure)
+    predict = _predictor(artifact, runtime)
+    out: dict[str, Any] = {"runtime": runtime,
+                           "latency_ms": {"p50": lat.p50, "p90": lat.p90, "cv": lat.cv},
+                           "peak_memory_mb": getattr(lat, "peak_rss_mb", None)}
+    out["accuracy"] = _accuracy(predict, p.val_loader) if p.val_loader is not None else None
+    if p.reference_inputs is not None and p.reference_logits is not None:
+        logits = predict(p.reference_inputs)
+        ref = p.reference_logits
+        out["agreement"] = {"top1_agreement": float((logits.argmax(1) == ref.argmax(1)).mean()),
+                            "max_abs_diff": float(np.max(np.abs(logits - ref)))}
+    return out
+
+
+def _predictor(artifact: Path, runtime: str):
+    """A function inputs → logits (numpy) for the deployed artefact."""
+    if runtime == "onnxruntime":
+        from advisor.export import onnx_session, run_onnx
+        sess = onnx_session(artifact)
+        return lambda x: run_onnx(sess, x)
+    module = torch.export.load(str(artifact)).module()
+
+    @torch.inference_mode()
+    def predict(x):
+        return module(x).float().numpy()
+    return predict
+
+
+def _accuracy(predict, loader) -> float:
+    correct = total = 0
+    for x, y in loader:
+        pred = predict(x).argmax(1)
+        correct += int((torch.from_numpy(pred) == y).sum())
+        total += len(y)
+    return correct / max(1, total)
+
+
+def _size_mb(artifact: Path, steps: list[dict]) -> float:
+    """Size on disk; for sparse models the compressed storage the sparsity pass reports."""
+    size = artifact.stat().st_size
+    for s in steps:
+        info = s.get("info") or {}
+        for key in ("compressed_bytes", "compressed_size_bytes"):
+            if isinstance(info.get(key), (int, float)) and info[key] > 0:
+                size = min(size, int(info[key]))
+    return size / 2 ** 20

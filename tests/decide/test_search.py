@@ -1,0 +1,86 @@
+"""Search and selection against a fake trial boundary (no models, no measurement)."""
+from advisor.decide.factors import Factors
+from advisor.decide.plan import Step
+from advisor.decide.rules import Candidate
+from advisor.search import Baseline, SearchSettings, run_search, select
+
+BASE = Baseline({"onnxruntime": 10.0}, size_mb=4.0, accuracy=0.98, verified=True)
+
+
+def fake_run(results):
+    calls = []
+
+    def run_one(plan, train_s):
+        calls.append(plan)
+        key = plan.name
+        r = results[key]
+        if isinstance(r, Exception):
+            return {"status": "failed", "error": str(r)}
+        lat, size, acc = r
+        return {"status": "ok", "runtime": "onnxruntime", "seconds": 0.1,
+                "measured": {"latency_ms": {"p50": lat, "p90": lat, "cv": 0.01},
+                             "size_mb": size, "accuracy": acc}}
+    return run_one, calls
+
+
+def cand(name, knob=None):
+    return Candidate(name, [Step("prune_structured", {"ratio": 0.3})], "pruning", "r", knob=knob)
+
+
+def test_picks_fastest_feasible_and_records_failures():
+    run_one, _ = fake_run({"a": (5.0, 1.0, 0.975), "b": (3.0, 1.0, 0.95), "c": RuntimeError("x")})
+    recs = run_search([cand("a"), cand("b"), cand("c")], run_one=run_one, baseline=BASE,
+                      factors=Factors(max_drop=1.0), settings=SearchSettings(), target_name="cpu",
+                      data_specs={})
+    chosen, closest = select(recs, Factors(max_drop=1.0))
+    assert chosen.name == "a" and chosen.measured["speedup"] == 2.0
+    b = next(r for r in recs if r.name == "b")
+    assert not b.meets_constraints and "accuracy drop 3.00" in b.violations[0]
+    assert next(r for r in recs if r.name == "c").status == "failed"
+
+
+def test_nothing_feasible_keeps_closest():
+    run_one, _ = fake_run({"a": (5.0, 1.0, 0.90), "b": (12.0, 1.0, 0.98)})
+    recs = run_search([cand("a"), cand("b")], run_one=run_one, baseline=BASE, factors=Factors(),
+                      settings=SearchSettings(), target_name="cpu", data_specs={})
+    chosen, closest = select(recs, Factors())
+    assert chosen is None and len(closest) == 2
+
+
+def test_monotonic_knob_stops_after_accuracy_breaks():
+    knob = {"step": 0, "field": "ratio", "values": [0.3, 0.5, 0.7]}
+    run_one, calls = fake_run({"p [ratio=0.3]": (6.0, 2.0, 0.98), "p [ratio=0.5]": (4.0, 1.0, 0.90),
+                               "p [ratio=0.7]": (2.0, 0.5, 0.5)})
+    recs = run_search([cand("p", knob)], run_one=run_one, baseline=BASE, factors=Factors(),
+                      settings=SearchSettings(), target_name="cpu", data_specs={})
+    assert [p.name for p in calls] == ["p [ratio=0.3]", "p [ratio=0.5]"]
+    assert calls[1].steps[0].config["ratio"] == 0.5
+
+
+def test_budget_exhausted_marks_skipped():
+    run_one, calls = fake_run({"a": (5.0, 1.0, 0.98), "b": (5.0, 1.0, 0.98)})
+    recs = run_search([cand("a"), cand("b")], run_one=run_one, baseline=BASE, factors=Factors(),
+                      settings=SearchSettings(budget_seconds=0.0), target_name="cpu",
+                      data_specs={})
+    assert not calls and all(r.status == "skipped" for r in recs)
+
+
+def test_size_goal_requires_smaller():
+    run_one, _ = fake_run({"a": (5.0, 4.0, 0.98), "b": (11.0, 1.0, 0.98)})
+    f = Factors(goal="size")
+    recs = run_search([cand("a"), cand("b")], run_one=run_one, baseline=BASE, factors=f,
+                      settings=SearchSettings(), target_name="cpu", data_specs={})
+    chosen, _ = select(recs, f)
+    assert chosen.name == "b"
+
+
+def test_unverified_uses_agreement():
+    base = Baseline({"onnxruntime": 10.0}, 4.0, None, verified=False)
+
+    def run_one(plan, t):
+        return {"status": "ok", "runtime": "onnxruntime", "measured": {
+            "latency_ms": {"p50": 4.0}, "size_mb": 1.0, "accuracy": None,
+            "agreement": {"top1_agreement": 0.95, "max_abs_diff": 0.3}}}
+    recs = run_search([cand("a")], run_one=run_one, baseline=base, factors=Factors(max_drop=1.0),
+                      settings=SearchSettings(), target_name="cpu", data_specs={})
+    assert recs[0].violations and "disagrees" in recs[0].violations[0]
