@@ -243,6 +243,11 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
     from advisor.passes.base import RetrainBudget
     from advisor.trial import TrialPayload, run_trial
 
+    # a graph-only module (ep.module()) cannot be pickled to a worker (torch limitation):
+    # such trials run in this process, still isolated by exception handling
+    if loaded.module is not None and not loaded.editable:
+        executor = "inline"
+        warnings.append("the model is a traced graph without layers: trials run in-process")
     ex = make_executor(executor)
     counter = {"n": 0}
 
@@ -271,6 +276,7 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
         chosen_json = chosen.to_json()
         chosen_json["accuracy_test"] = _artifact_accuracy(chosen, data_b.test) \
             if data_b.test is not None else None
+        chosen_json["hotspots"] = _artifact_hotspots(chosen, tuple(loaded.input_shape), tgt)
         if chosen_json["accuracy_test"] is not None and base_acc_test is not None:
             drop_test = (base_acc_test - chosen_json["accuracy_test"]) * 100
             chosen_json["accuracy_drop_test"] = drop_test
@@ -313,6 +319,21 @@ def _artifact_accuracy(rec, loader) -> float | None:
     if rec.artifact is None:
         return None
     return acc(_predictor(Path(rec.artifact), rec.runtime), loader)
+
+
+def _artifact_hotspots(rec, input_shape, tgt) -> list[dict]:
+    """Per-layer times of the chosen artefact on its deploy runtime (for before/after plots)."""
+    from advisor.measure.layers import hotspots, onnx_hotspots
+
+    try:
+        if rec.runtime == "onnxruntime":
+            hs = onnx_hotspots(rec.artifact, input_shape, threads=tgt.threads)
+        else:
+            hs = hotspots(torch.export.load(rec.artifact).module(), input_shape,
+                          threads=tgt.threads)
+        return [_hot_row(r) for r in hs.to_json()["layers"]]
+    except Exception:  # hot spots are an illustration; their failure must not sink the analysis
+        return []
 
 
 def _report(loaded, tgt, prof, device_profile, factors: Factors, data_b, baseline, base_acc_test,

@@ -74,7 +74,7 @@ def run_plan(model: nn.Module | OnnxArtifact, plan: Plan, ctx: PassContext,
 def write_artifacts(result: RunResult, out_dir: Path, input_shape: tuple[int, ...],
                     metadata: dict | None = None) -> dict[str, Path]:
     """Write the optimized model: `model.onnx` always, `model.pt2` when it is a torch model."""
-    from advisor.export import export_onnx, save_pt2
+    from advisor.export import export_onnx, save_torch_artifact
     from advisor.fileio import atomic_path
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +89,7 @@ def write_artifacts(result: RunResult, out_dir: Path, input_shape: tuple[int, ..
             written["onnx"] = out_dir / "model.onnx"
         except Exception as e:  # e.g. CSR sparse layers have no ONNX form
             written["onnx_error"] = Path(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
-        save_pt2(result.model, out_dir / "model.pt2", input_shape, metadata)
-        written["pt2"] = out_dir / "model.pt2"
+        # torch.ao quantized modules cannot be torch.exported: they are written as TorchScript
+        written["pt2"] = Path(save_torch_artifact(result.model, out_dir / "model.pt2",
+                                                  input_shape, metadata))
     return written

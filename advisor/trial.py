@@ -75,7 +75,7 @@ def _runtimes(target) -> list[str]:
 
 
 def _deploy_artifact(result, p: TrialPayload, workdir: Path) -> tuple[Path, str, str | None]:
-    from advisor.export import export_onnx, save_pt2
+    from advisor.export import export_onnx, save_torch_artifact
 
     runtimes = _runtimes(p.target)
     if result.is_onnx:
@@ -92,8 +92,8 @@ def _deploy_artifact(result, p: TrialPayload, workdir: Path) -> tuple[Path, str,
             except Exception as e:
                 note = f"no ONNX export ({type(e).__name__}); measured in torch"
         elif rt == "torch":
-            path = workdir / "candidate.pt2"
-            save_pt2(result.model, path, p.input_shape)
+            path = Path(save_torch_artifact(result.model, workdir / "candidate.pt2",
+                                            p.input_shape))
             return path, "torch", note
     raise RuntimeError(f"no runtime of the target can run this model ({note})")
 
@@ -122,7 +122,8 @@ def _predictor(artifact: Path, runtime: str):
         from advisor.export import onnx_session, run_onnx
         sess = onnx_session(artifact)
         return lambda x: run_onnx(sess, x)
-    module = torch.export.load(str(artifact)).module()
+    module = torch.jit.load(str(artifact)) if str(artifact).endswith(".ts") else \
+        torch.export.load(str(artifact)).module()
 
     @torch.inference_mode()
     def predict(x):

@@ -60,12 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as e:  # typer/click exits (--help, usage errors)
         return int(e.code or 0)
-    except Exception as e:  # click usage errors come as click.exceptions.* in non-standalone mode
-        import click
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors come as click exceptions in non-standalone mode
+        if hasattr(e, "show") and hasattr(e, "exit_code"):  # click.ClickException (typer's click)
             e.show()
-            return 2
-        if isinstance(e, click.exceptions.Abort):
+            return int(getattr(e, "exit_code", 2) or 2)
+        if type(e).__name__ == "Abort":
             return 1
         if debug:
             raise

@@ -17,3 +17,12 @@ TrustPickleOpt = Annotated[bool, typer.Option(
 JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON here.")]
 FromProfileOpt = Annotated[Optional[Path], typer.Option(
     "--from-profile", help="Use a baseline measured earlier (e.g. on the device) by `advisor profile --json`.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1,
+                                           help="Batch size of the measured calls.")]
+RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1,
+                                         help="Timed repeats per runtime (stops early at --max-seconds).")]
+WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up calls per runtime.")]
+MaxSecondsOpt = Annotated[float, typer.Option("--max-seconds", min=0.1,
+                                              help="Time budget of the timed repeats per runtime.")]
+RuntimeOpt = Annotated[Optional[list[str]], typer.Option(
+    "--runtime", help="Measure only this runtime of the target (torch or onnxruntime); repeatable.")]

@@ -15,11 +15,14 @@ import torch
 from advisor.examples import digits, models
 from advisor.train import TrainConfig, evaluate, train
 
+# name: (factory kwargs, epochs, lr). Tuned so `advisor example` writes all three in about 40 s on
+# 2 idle CPU cores (training 16 + 11 + 8 s) with >= 97% test accuracy each (AdamW + OneCycle,
+# best-val weights kept): test 98.9-99.2% resnet, 98.9-99.4% mobilenet, 99.2-99.7% vgg over
+# seeds 0-1. resnet keeps width 24 so its batch-1 eager latency at 32x32 stays above 1 ms.
 EXAMPLES = {
-    # name: (factory kwargs, epochs, lr)
-    "resnet": ({"width": 24}, 10, 5e-3),
-    "mobilenet": ({}, 10, 5e-3),
-    "vgg": ({}, 8, 5e-3),
+    "resnet": ({"width": 24}, 6, 1e-2),
+    "mobilenet": ({}, 6, 1e-2),
+    "vgg": ({}, 4, 1e-2),
 }
 INPUT_SHAPE = (1, 3, digits.RESOLUTION, digits.RESOLUTION)
 

@@ -1,0 +1,238 @@
+"""Latency on a target: one fresh subprocess per artefact and runtime, settings made explicit.
+
+`measure_latency` runs `python -m advisor.measure._worker` with
+- `OMP_NUM_THREADS` / `MKL_NUM_THREADS` / `OPENBLAS_NUM_THREADS` = the thread count, which the
+  worker also sets as `torch.set_num_threads` or ONNX Runtime's `intra_op_num_threads`;
+- CPU affinity to that many cores (`os.sched_setaffinity`, set before the runtime starts);
+- glibc's `MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` set large: with glibc's dynamic
+  defaults large activation buffers are mmap'ed and unmapped on every call, and the same CNN
+  measured 28 ms or 19.5 ms on this kind of machine depending on these two variables;
+- on an emulated target with a memory budget, an address-space cap (see `measure.memory`).
+Everything that was set is recorded in the returned `LatencyStats`, with the host.
+
+`time_inprocess` is the in-process micro-benchmark for single layers (e.g. is a factorized layer
+faster than the dense one?), where a subprocess per candidate would cost more than it tells.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from advisor.errors import AdvisorError, TargetError
+
+__all__ = ["LatencyStats", "LatencyError", "measure_latency", "time_inprocess",
+           "measurement_settings", "summarise", "ALLOCATOR_ENV"]
+
+# large enough that activation buffers stay in the heap instead of being mmap'ed and trimmed
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2 ** 30), "MALLOC_TRIM_THRESHOLD_": str(2 ** 30)}
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class LatencyError(AdvisorError):
+    """The worker could not measure the artefact; `kind` is "memory" (budget exceeded),
+    "timeout" or "error"."""
+
+    def __init__(self, message: str, hint: str | None = None, kind: str = "error"):
+        super().__init__(message, hint)
+        self.kind = kind
+
+
+@dataclass
+class LatencyStats:
+    """Summary of one latency measurement (milliseconds per call of `batch_size` inputs)."""
+
+    p50: float
+    p90: float
+    mean: float
+    std: float
+    cv: float
+    min: float
+    runs: int
+    warmup: int
+    batch_size: int
+    runtime: str
+    provider: str | None = None
+    threads: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    affinity: list[int] | None = None
+    peak_rss_mb: float | None = None
+    emulated: bool = False
+    samples_ms: list[float] = field(default_factory=list)
+    device: str = "cpu"
+    runtime_threads: int | None = None  # as the runtime itself reports it
+    baseline_rss_mb: float | None = None  # after importing the runtime, before the model
+    model_peak_mb: float | None = None  # peak RSS minus the runtime's own footprint
+    cuda_peak_mb: float | None = None
+    memory_cap_mb: float | None = None
+    timer: str = "perf_counter"
+    pid: int | None = None
+    load_seconds: float | None = None
+    cpu_share: float | None = None  # CPU time / (wall time x threads) while timing
+    preemptions_per_s: float | None = None  # involuntary context switches while timing
+    load_average: list[float] | None = None  # host load when the timing ended
+    host: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_item_ms(self) -> float:
+        return self.p50 / max(1, self.batch_size)
+
+    def to_json(self, samples: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not samples:
+            d.pop("samples_ms")
+        return d
+
+
+def summarise(samples_ms: list[float], **fields: Any) -> LatencyStats:
+    """Percentiles, mean, std and coefficient of variation of `samples_ms`."""
+    if not samples_ms:
+        raise ValueError("no latency samples")
+    xs = sorted(float(x) for x in samples_ms)
+    mean = statistics.fmean(xs)
+    std = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return LatencyStats(p50=_percentile(xs, 50), p90=_percentile(xs, 90), mean=mean, std=std,
+                        cv=std / mean if mean > 0 else 0.0, min=xs[0], runs=len(xs),
+                        samples_ms=[float(x) for x in samples_ms], **fields)
+
+
+def _percentile(sorted_xs: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    pos = (len(sorted_xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+
+
+def measurement_settings(target=None, threads: int | None = None) -> dict[str, Any]:
+    """Threads, cores to pin to, and environment for a measurement on `target`.
+
+    Threads: explicit > the target's > every core this process may use. The worker is pinned to
+    the first `threads` of those cores (all of them when more threads than cores are asked).
+    """
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        list(range(os.cpu_count() or 1))
+    n = int(threads or getattr(target, "threads", None) or len(allowed))
+    if n < 1:
+        raise TargetError(f"threads must be >= 1 (got {n})")
+    cores = allowed[:n] if n <= len(allowed) else allowed
+    env = {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n), "OPENBLAS_NUM_THREADS": str(n),
+           **ALLOCATOR_ENV}
+    return {"threads": n, "cores": cores, "env": env}
+
+
+def measure_latency(artifact_path: str | os.PathLike, runtime: str, input_shape, *,
+                    target=None, threads: int | None = None, batch_size: int | None = None,
+                    warmup: int = 10, repeats: int = 100, max_seconds: float = 10.0,
+                    timeout: float | None = None) -> LatencyStats:
+    """Time `artifact_path` (.pt2 or TorchScript for "torch", .onnx for "onnxruntime") in a
+    fresh subprocess on `target` (None = this host's CPU, all cores)."""
+    from advisor.measure.host import detect_host
+
+    path = Path(artifact_path)
+    if not path.is_file():
+        raise LatencyError(f"no model file to measure at {path}")
+    if runtime not in ("torch", "onnxruntime"):
+        raise TargetError(f"unknown runtime {runtime!r}", "use torch or onnxruntime")
+    device = getattr(target, "device", "cpu")
+    provider = None
+    if target is not None:
+        from advisor.targets import target_available
+        ok, why = target_available(target)
+        if not ok:
+            raise TargetError(f"target {target.name!r} cannot be measured on this host: {why}",
+                              "measure on the device with `advisor profile --json` and pass "
+                              "--from-profile")
+        provider = target.runtime(runtime).provider
+    if warmup < 0 or repeats < 1 or max_seconds <= 0:
+        raise LatencyError(f"invalid measurement settings: warmup={warmup}, repeats={repeats}, "
+                           f"max_seconds={max_seconds}")
+    shape = [int(d) for d in input_shape]
+    batch = int(batch_size or shape[0])
+    settings = measurement_settings(target, threads)
+    budget = getattr(target, "memory_budget_mb", None) if getattr(target, "emulated", False) \
+        else None
+    request = {"artifact": str(path.resolve()), "runtime": runtime, "provider": provider,
+               "device": device, "input_shape": shape, "batch_size": batch,
+               "threads": settings["threads"], "cores": settings["cores"], "warmup": int(warmup),
+               "repeats": int(repeats), "max_seconds": float(max_seconds),
+               "memory_budget_mb": budget, "seed": 0}
+    result = _run_worker(request, settings["env"], timeout or max(300.0, 10 * max_seconds))
+    if not result.get("ok"):
+        kind = result.get("kind", "error")
+        where = f"{path.name} on {runtime}"
+        if kind == "memory":
+            what = f"{where} ran out of memory" + (
+                f" under the {budget:g} MB budget of target {getattr(target, 'name', '?')!r}"
+                if budget else "")
+            raise LatencyError(f"{what} ({result.get('error')})", kind="memory",
+                               hint="a smaller model, int8 weights or a smaller batch might fit")
+        raise LatencyError(f"measuring {where} failed: {result.get('error')}", kind=kind)
+    return summarise(
+        result["samples_ms"], warmup=int(result.get("warmup_runs", warmup)), batch_size=batch,
+        runtime=runtime, provider=result.get("provider"), threads=settings["threads"],
+        env=result.get("env", {}), affinity=result.get("affinity"),
+        peak_rss_mb=result.get("peak_rss_mb"), emulated=bool(getattr(target, "emulated", False)),
+        device=device, runtime_threads=result.get("runtime_threads"),
+        baseline_rss_mb=result.get("baseline_rss_mb"), model_peak_mb=result.get("model_peak_mb"),
+        cuda_peak_mb=result.get("cuda_peak_mb"), memory_cap_mb=result.get("address_cap_mb"),
+        timer=result.get("timer", "perf_counter"), pid=result.get("pid"),
+        load_seconds=result.get("load_seconds"), cpu_share=result.get("cpu_share"),
+        preemptions_per_s=result.get("preemptions_per_s"),
+        load_average=result.get("load_average"), host=detect_host())
+
+
+def _run_worker(request: dict[str, Any], env_vars: dict[str, str], timeout: float) -> dict:
+    env = {**os.environ, **env_vars}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="advisor-latency-") as tmp:
+        req_path, res_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req_path.write_text(json.dumps({**request, "result_path": str(res_path)}))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "advisor.measure._worker", str(req_path)],
+                                  env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "kind": "timeout",
+                    "error": f"the worker did not finish within {timeout:.0f} s"}
+        if res_path.is_file():
+            return json.loads(res_path.read_text())
+    last = next((ln for ln in reversed(proc.stderr.strip().splitlines()) if ln.strip()), "")
+    killed = proc.returncode < 0
+    return {"ok": False, "kind": "memory" if killed and proc.returncode == -9 else "error",
+            "error": f"the worker exited with code {proc.returncode}"
+                     f"{' (killed by signal ' + str(-proc.returncode) + ')' if killed else ''}"
+                     f"{': ' + last[:300] if last else ''}"}
+
+
+def time_inprocess(fn: Callable[[], Any], warmup: int = 5, repeats: int = 30,
+                   max_seconds: float = 2.0) -> LatencyStats:
+    """Micro-benchmark `fn()` in this process (perf_counter, under torch.inference_mode).
+
+    For single layers only: whole models are measured with `measure_latency` in a subprocess.
+    """
+    import torch
+
+    with torch.inference_mode():
+        begin = time.perf_counter()
+        done = 0
+        while done < warmup and (done == 0 or time.perf_counter() - begin < max_seconds * 0.3):
+            fn()
+            done += 1
+        samples: list[float] = []
+        begin = time.perf_counter()
+        while len(samples) < repeats:
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1e3)
+            if len(samples) >= min(3, repeats) and time.perf_counter() - begin >= max_seconds:
+                break
+    return summarise(samples, warmup=done, batch_size=1, runtime="inprocess",
+                     threads=torch.get_num_threads(), runtime_threads=torch.get_num_threads(),
+                     pid=os.getpid())
