@@ -237,6 +237,12 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
 
     ref_x = _reference_inputs(data_b, loaded.input_shape, seed=seed)
     ref_logits = predict(ref_x)
+    calib = data_b.train or data_b.val
+    if calib is None:
+        from torch.utils.data import DataLoader, TensorDataset
+        calib = DataLoader(TensorDataset(ref_x, torch.full((len(ref_x),), -1)), batch_size=32)
+        warnings.append("no data: int8 calibration used synthetic inputs, which may misjudge "
+                        "activation ranges; pass --data for a trustworthy calibration")
     workroot = Path(out) / "work" if out is not None else Path(
         __import__("tempfile").mkdtemp(prefix="advisor-"))
     from advisor.executor import make_executor
@@ -258,7 +264,7 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
             input_shape=tuple(loaded.input_shape), plan=plan.to_json(), target=tgt,
             workdir=str(workroot / f"trial{counter['n']}"), train_loader=data_b.train,
             # calibrate on training inputs when given, so selection data stays unseen
-            val_loader=data_b.val, calib_loader=data_b.train or data_b.val,
+            val_loader=data_b.val, calib_loader=calib,
             budget=RetrainBudget(factors.retrain, epochs=None, seconds=train_seconds),
             reference_inputs=ref_x, reference_logits=ref_logits, measure=measure)
         return ex.run(run_trial, payload)
