@@ -66,12 +66,16 @@ def _trains(s: Situation) -> bool:
 
 
 def _recovery_steps(s: Situation) -> list[Step]:
-    """Recovery after a lossy structural change: distillation from the original if available
-    (the lecture's use (a) of KD), else plain fine-tuning."""
-    if s.has("distill"):
-        return [Step("distill", {"kind": "response"})]
+    """Recovery after a lossy structural change: fine-tuning, else distillation from the original.
+
+    Measured on the digits ResNet after 50% pruning, 5 epochs (benchmarks/results/distillation.md):
+    fine-tune 99.30%, feature/relation KD 98.75%, response KD 97.91% at default settings — with
+    all labels available, KD did not beat plain fine-tuning, so fine-tuning comes first.
+    """
     if s.has("finetune"):
         return [Step("finetune", {})]
+    if s.has("distill"):
+        return [Step("distill", {"kind": "feature"})]
     return []
 
 

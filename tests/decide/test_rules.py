@@ -56,11 +56,15 @@ def test_linear_heavy_gets_dynamic_int8():
     assert "int8_dynamic" in [s.pass_name for c in ranked for s in c.steps]
 
 
-def test_finetune_budget_unlocks_pruning_chain_with_kd_then_int8():
+def test_finetune_budget_unlocks_pruning_chain_with_recovery_then_int8():
     s = sit(factors=Factors(retrain="finetune"), has_train_data=True)
     ranked, _ = rank_candidates(s)
     chains = [[st.pass_name for st in c.steps] for c in ranked]
-    assert ["prune_structured", "distill", "int8_static"] in chains
+    assert ["prune_structured", "finetune", "int8_static"] in chains
+    no_ft = {k: v for k, v in ALL.items() if k != "finetune"}
+    chains2 = [[st.pass_name for st in c.steps] for c in rank_candidates(
+        sit(factors=Factors(retrain="finetune"), has_train_data=True, passes=no_ft))[0]]
+    assert ["prune_structured", "distill", "int8_static"] in chains2
     prune = next(c for c in ranked if c.steps[0].pass_name == "prune_structured")
     assert prune.steps[0].config["criterion"] == "bn_scale"  # BN present → network slimming
     assert prune.knob["field"] == "ratio"
