@@ -212,7 +212,7 @@ def tucker_for_conv_heavy(s: Situation) -> RuleResult | None:
             cands.append(Candidate("Tucker-2 + recover + int8", steps + tail, "factorization",
                                    "tucker_for_conv_heavy", 3.5, 0.15, 1.8,
                                    "factorize, recover, then quantize"))
-    cands.append(Candidate("Tucker-2 (energy 0.99)", [Step("factorize",
+    cands.append(Candidate("Tucker-2 (energy)", [Step("factorize",
                                                             {"method": "energy", "energy": 0.99})],
                            "factorization", "tucker_for_conv_heavy", 1.2, 0.8, 0.3,
                            "conservative ranks: little accuracy lost without retraining",

@@ -123,7 +123,7 @@ def _padded(values: Sequence[float], pad: float = 0.08) -> tuple[float, float]:
 
 def svg_scatter(points: Sequence[Point], *, title: str, x_label: str, y_label: str,
                 front: Sequence[Point] = (), hlines: Sequence[tuple[float, str]] = (),
-                vlines: Sequence[tuple[float, str]] = (), width: int = 760, height: int = 440,
+                vlines: Sequence[tuple[float, str]] = (), width: int = 900, height: int = 460,
                 y_max: float | None = None, standalone: bool = False) -> str:
     """A scatter of `points` (each drawn by its role), the Pareto `front` as a step line, and
     dashed guide lines (e.g. the latency limit and the accuracy floor).
@@ -150,7 +150,8 @@ def svg_scatter(points: Sequence[Point], *, title: str, x_label: str, y_label: s
         out.append(_step_path(f, front))
     order = {"violates": 0, "ok": 1, "baseline": 2, "chosen": 3}  # chosen drawn on top
     out += [_marker(f, p) for p in sorted(points, key=lambda p: order.get(p.role, 0))]
-    out.append(_scatter_legend(f, bool(front)))
+    out += _labels(f, sorted(points, key=lambda p: -order.get(p.role, 0)))
+    out.append(_scatter_legend(f, {p.role for p in points}, bool(front)))
     out.append("</svg>")
     return "".join(out)
 
@@ -173,21 +174,47 @@ def _marker(f: Frame, p: Point) -> str:
     tip = f"<title>{escape(p.tooltip)}</title>"
     common = f'class="pt {p.role}" data-id="{escape(p.id)}" fill="{fill}" stroke="{stroke}"'
     if p.role == "baseline":
-        shape = (f'<rect {common} x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r:.1f}" '
-                 f'height="{2 * r:.1f}" transform="rotate(45 {x:.1f} {y:.1f})">{tip}</rect>')
-    else:
-        shape = f'<circle {common} stroke-width="1.5" cx="{x:.1f}" cy="{y:.1f}" r="{r}">{tip}</circle>'
-    label = p.label + (" (chosen)" if p.role == "chosen" else "")
-    weight = ' font-weight="700"' if p.role in ("chosen", "baseline") else ""
-    return shape + (f'<text x="{x + r + 3:.1f}" y="{y - r + 1:.1f}" font-size="11" '
-                    f'fill="#343a40" class="pt-label"{weight}>{escape(label)}</text>')
+        return (f'<rect {common} x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r:.1f}" '
+                f'height="{2 * r:.1f}" transform="rotate(45 {x:.1f} {y:.1f})">{tip}</rect>')
+    return f'<circle {common} stroke-width="1.5" cx="{x:.1f}" cy="{y:.1f}" r="{r}">{tip}</circle>'
+
+
+def _labels(f: Frame, points: Sequence[Point]) -> list[str]:
+    """Point labels, most important first; a label that would overlap one already placed is
+    nudged up or down in 12 px steps (close candidates are common: knob variants of one plan)."""
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+    for p in points:
+        r = ROLE_STYLE.get(p.role, ROLE_STYLE["ok"])[2]
+        text = p.label + (" (chosen)" if p.role == "chosen" else "")
+        w, h = 6.4 * len(text) + (8 if p.role == "chosen" else 0), 12.0
+        if p.role == "baseline":  # below the marker: candidates often sit level with it
+            x0, y0, anchor = f.sx(p.x) - w / 2, f.sy(p.y) + r + 3, "middle"
+        else:
+            x0, y0, anchor = f.sx(p.x) + r + 3, f.sy(p.y) - r - 10, "start"
+        y0 = _free_y(x0, y0, w, h, placed)
+        placed.append((x0, y0, w, h))
+        tx = x0 + w / 2 if anchor == "middle" else x0
+        bold = ' font-weight="700"' if p.role in ("chosen", "baseline") else ""
+        out.append(f'<text x="{tx:.1f}" y="{y0 + 10:.1f}" text-anchor="{anchor}" font-size="11" '
+                   f'fill="#343a40" class="pt-label"{bold}>{escape(text)}</text>')
+    return out
+
+
+def _free_y(x: float, y: float, w: float, h: float,
+            placed: Sequence[tuple[float, float, float, float]]) -> float:
+    for dy in (0, 12, -12, 24, -24, 36, -36, 48, -48):
+        if not any(x < px + pw and px < x + w and y + dy < py + ph and py < y + dy + h
+                   for px, py, pw, ph in placed):
+            return y + dy
+    return y
 
 
 def _guide_h(f: Frame, y: float, label: str) -> str:
     sy = f.sy(y)
     return (f'<line class="guide" x1="{f.left}" y1="{sy:.1f}" x2="{f.width - f.right}" '
             f'y2="{sy:.1f}" stroke="#c92a2a" stroke-dasharray="5 4"/>' +
-            _text(f.width - f.right - 4, sy - 5, label, anchor="end", size=11, fill="#c92a2a"))
+            _text(f.left + 6, sy - 5, label, size=11, fill="#c92a2a"))
 
 
 def _guide_v(f: Frame, x: float, label: str) -> str:
@@ -197,9 +224,10 @@ def _guide_v(f: Frame, x: float, label: str) -> str:
             _text(sx + 4, f.top + 12, label, size=11, fill="#c92a2a"))
 
 
-def _scatter_legend(f: Frame, with_front: bool) -> str:
-    items = [("baseline", "baseline"), ("chosen", "chosen"), ("ok", "meets constraints"),
-             ("violates", "violates a constraint")]
+def _scatter_legend(f: Frame, roles: set[str], with_front: bool) -> str:
+    items = [(role, label) for role, label in (
+        ("baseline", "baseline"), ("chosen", "chosen"), ("ok", "meets constraints"),
+        ("violates", "violates a constraint")) if role in roles]
     x, y = f.left + 8, 16
     out = ['<g class="legend">']
     for role, label in items:
@@ -225,11 +253,13 @@ def _empty(title: str, width: int, standalone: bool) -> str:
 
 def svg_bars(rows: Sequence[tuple[str, Sequence[float | None]]], series: Sequence[str], *,
              title: str, x_label: str, width: int = 760, bar: int = 11, label_width: int = 210,
-             value_suffix: str = "%", standalone: bool = False) -> str:
+             value_suffix: str = "%", colors: Sequence[str] = SERIES_FILL,
+             standalone: bool = False) -> str:
     """Horizontal grouped bars: one group per row label, one bar per series (None = no bar,
     drawn as a dash so 'absent after' reads differently from 'zero').
 
     Long labels are shortened with an ellipsis; the full text is in the bar's tooltip.
+    `colors` gives each series its fill, in order.
     """
     if not rows:
         return _empty(title, width, standalone)
@@ -245,9 +275,9 @@ def svg_bars(rows: Sequence[tuple[str, Sequence[float | None]]], series: Sequenc
         y = top + i * group + 4
         out.append(_text(f.left - 8, y + bar * len(series) / 2 + 4, _ellipsis(label, label_width),
                          anchor="end", size=11))
-        out += [_bar(f, y + j * bar, v, series[j], j, label, value_suffix, bar)
+        out += [_bar(f, y + j * bar, v, series[j], j, label, value_suffix, bar, colors)
                 for j, v in enumerate(vs)]
-    out.append(_bars_legend(f, series))
+    out.append(_bars_legend(f, series, colors))
     out.append("</svg>")
     return "".join(out)
 
@@ -267,22 +297,22 @@ def _bar_grid(f: Frame, ticks: Sequence[float], x_label: str) -> list[str]:
 
 
 def _bar(f: Frame, y: float, v: float | None, name: str, j: int, label: str,
-         suffix: str, height: int) -> str:
+         suffix: str, height: int, colors: Sequence[str]) -> str:
     if v is None:
         return (f'<text x="{f.left + 4}" y="{y + height - 2:.1f}" font-size="10" '
                 f'fill="#868e96">— {escape(name)}: not present</text>')
     w = max(0.5, f.sx(v) - f.left)
     tip = f"<title>{escape(label)} — {escape(name)}: {v:.1f}{suffix}</title>"
     return (f'<rect class="bar s{j}" data-series="{escape(name)}" x="{f.left}" y="{y:.1f}" '
-            f'width="{w:.1f}" height="{height - 1}" fill="{SERIES_FILL[j % len(SERIES_FILL)]}">'
+            f'width="{w:.1f}" height="{height - 1}" fill="{colors[j % len(colors)]}">'
             f"{tip}</rect>" + _text(f.left + w + 4, y + height - 2, f"{v:.1f}{suffix}", size=10))
 
 
-def _bars_legend(f: Frame, series: Sequence[str]) -> str:
+def _bars_legend(f: Frame, series: Sequence[str], colors: Sequence[str]) -> str:
     x, out = f.left, ['<g class="legend">']
     for j, name in enumerate(series):
         out.append(f'<rect x="{x}" y="10" width="12" height="10" '
-                   f'fill="{SERIES_FILL[j % len(SERIES_FILL)]}"/>')
+                   f'fill="{colors[j % len(colors)]}"/>')
         out.append(_text(x + 16, 19, name, size=11))
         x += 30 + 6.6 * len(name)
     out.append("</g>")

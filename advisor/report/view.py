@@ -128,10 +128,9 @@ def drop_points(report: dict, measured: dict | None) -> float | None:
 
 
 def agreement_text(measured: dict | None) -> str:
+    """Top-1 agreement with the original model (the max logit difference is in report.json)."""
     agree = (measured or {}).get("agreement")
-    if not agree:
-        return DASH
-    return f"{pct(agree['top1_agreement'])} (max |Δ| {agree['max_abs_diff']:.3g})"
+    return pct(agree["top1_agreement"]) if agree else DASH
 
 
 def steps_text(plan: dict | None, with_config: bool = False) -> str:
@@ -211,7 +210,8 @@ def candidate_row(report: dict, cand: dict) -> Row:
              "drop": points(drop_points(report, m)) if ok else DASH,
              "agreement": agreement_text(m) if ok else DASH,
              "predicted": predicted_text(cand.get("predicted")),
-             "meets constraints?": ("yes" if cand.get("meets_constraints") else "no") if ok else DASH,
+             "meets constraints?": (("yes" if cand.get("meets_constraints") else "no")
+                                    if ok else DASH),
              "notes": "; ".join(notes) or DASH}
     return Row(cells, _row_kind(report, cand, ok))
 
@@ -230,7 +230,7 @@ def predicted_text(pred: dict | None) -> str:
     s, r = pred.get("speedup"), pred.get("size_ratio")
     if s is None and r is None:
         return DASH
-    return f"{times(s)} / {times(r)}"
+    return f"{DASH if s is None else f'{s:.1f}×'} / {times(r)}"
 
 
 def table_rows(report: dict) -> list[Row]:
@@ -418,8 +418,9 @@ def baseline_items(report: dict) -> list[tuple[str, str]]:
     return items
 
 
-_HOST_KEYS = (("cpu_model", "CPU"), ("arch", "architecture"), ("cores_available", "cores available"),
-              ("cores_logical", "logical cores"), ("cpu_quota", "cgroup CPU quota"),
+_HOST_KEYS = (("cpu_model", "CPU"), ("arch", "architecture"),
+              ("cores_available", "cores available"), ("cores_logical", "logical cores"),
+              ("cpu_quota", "cgroup CPU quota"),
               ("memory_mb", "memory (MB)"), ("isa", "ISA extensions"), ("os", "OS"),
               ("python", "Python"), ("torch", "torch"), ("onnxruntime", "onnxruntime"))
 
@@ -467,8 +468,9 @@ def chosen_summary(report: dict) -> list[tuple[str, str, str]]:
     else:
         items.append(("accuracy", "unverified", "no --data given"))
         agree = m.get("agreement") or {}
+        diff = agree.get("max_abs_diff")
         items.append(("agreement with original", pct(agree.get("top1_agreement")),
-                      f"top-1; max |Δ logit| {agree.get('max_abs_diff', float('nan')):.3g}"))
+                      "top-1" + ("" if diff is None else f"; max |Δ logit| {diff:.3g}")))
     return items
 
 
