@@ -18,7 +18,7 @@ from advisor.decide.factors import Factors, make_factors
 from advisor.decide.plan import Plan, load_plan, plan_from_json
 from advisor.decide.rules import evaluate_rules, rank_candidates
 from advisor.decide.situation import PassFlags, situation_from
-from advisor.errors import DataError, TargetError
+from advisor.errors import DataError, PlanError, TargetError
 
 __all__ = ["profile", "analyze", "apply_plan", "AnalysisResult", "ApplyResult"]
 
@@ -55,13 +55,15 @@ def _target(target):
 
 
 def profile(model, *, target="cpu", arch=None, input_shape=None, trust_pickle=False,
-            batch_size: int = 1, progress: bool = True, **measure):
-    """Measure `model` on `target`; returns a `Profile` (see advisor.measure.profile)."""
+            batch_size: int = 1, progress: bool = True, processes: int = 3, **measure):
+    """Measure `model` on `target`; returns a `Profile` (see advisor.measure.profile).
+
+    Like `advisor profile`, each runtime is measured in `processes` fresh workers (pooled)."""
     from advisor.measure.profile import profile_model
 
     loaded = _load(model, arch, input_shape, trust_pickle)
     return profile_model(loaded, _target(target), batch_size=batch_size, progress=progress,
-                         **measure)
+                         processes=processes, **measure)
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
             data=None, test_data=None, train_data=None, budget: str | None = None,
             out: str | Path | None = None, apply: bool = False, arch: str | None = None,
             input_shape=None, trust_pickle: bool = False, from_profile: str | Path | None = None,
-            executor: str = "process", seed: int = 0, max_trials: int = 12,
+            executor: str = "process", seed: int = 0, max_trials: int = 20,
             measure: dict | None = None, progress: bool = True,
             on_event: Callable[[str, dict], None] | None = None) -> AnalysisResult:
     """Measure, decide, try and select compression plans for `model` on `target`."""
@@ -207,8 +209,12 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
     if factors.retrain == "none" and train_data is not None:
         warnings.append("--train-data was given but --retrain none: it is not used")
 
+    workroot = Path(out) / "work" if out is not None else Path(
+        __import__("tempfile").mkdtemp(prefix="advisor-"))
     emit("stage", {"name": "baseline"})
-    prof = profile_model(loaded, tgt, batch_size=1, progress=progress, **measure)
+    # the baseline's exported files are kept: every candidate is timed against them
+    prof = profile_model(loaded, tgt, batch_size=1, progress=progress,
+                         workdir=workroot / "baseline", **measure)
     prof_json = prof.to_json()
     device_profile = None
     if from_profile is not None:
@@ -226,6 +232,8 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
     if not latency_by_rt:
         latency_by_rt = {prof_json.get("runtime", "torch"): prof_json["latency_ms"]["p50"]}
     baseline = Baseline(latency_by_rt, float(prof_json["size_mb"]), base_acc, data_b.verified)
+    base_files = {rt: v["artifact"] for rt, v in runtimes.items()
+                  if isinstance(v, dict) and v.get("p50") and v.get("artifact")}
 
     emit("stage", {"name": "decide"})
     passes = _registry_flags()
@@ -243,8 +251,6 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
         calib = DataLoader(TensorDataset(ref_x, torch.full((len(ref_x),), -1)), batch_size=32)
         warnings.append("no data: int8 calibration used synthetic inputs, which may misjudge "
                         "activation ranges; pass --data for a trustworthy calibration")
-    workroot = Path(out) / "work" if out is not None else Path(
-        __import__("tempfile").mkdtemp(prefix="advisor-"))
     from advisor.executor import make_executor
     from advisor.passes.base import RetrainBudget
     from advisor.trial import TrialPayload, run_trial
@@ -266,7 +272,8 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
             # calibrate on training inputs when given, so selection data stays unseen
             val_loader=data_b.val, calib_loader=calib,
             budget=RetrainBudget(factors.retrain, epochs=None, seconds=train_seconds),
-            reference_inputs=ref_x, reference_logits=ref_logits, measure=measure)
+            reference_inputs=ref_x, reference_logits=ref_logits, measure=measure,
+            baseline_artifacts=base_files)
         return ex.run(run_trial, payload)
 
     emit("stage", {"name": "search", "candidates": len(ranked)})
@@ -426,8 +433,12 @@ class ApplyResult:
 def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str | None = None,
                train_data=None, calib_data=None, arch=None, input_shape=None,
                trust_pickle=False, measure: dict | None = None, progress: bool = True,
-               retrain_seconds: float | None = None) -> ApplyResult:
+               retrain_seconds: float | None = None, allow_imports=()) -> ApplyResult:
     """Replay `plan` on the original model (seeded), write model.onnx (+ model.pt2), re-measure.
+
+    A plan *file* is untrusted input: any `pkg.module:name` it names (a student architecture, a
+    data hook) would be imported and run, so only advisor's example architectures and the specs
+    given here explicitly (`arch`, the data arguments, `allow_imports`) are accepted.
 
     Data the plan needs (training for fine-tuning/KD, calibration for int8) defaults to the data
     specs recorded in the plan; pass them explicitly to override.
@@ -440,6 +451,7 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
     loaded = _load(model, arch, input_shape, trust_pickle)
     if not isinstance(plan, Plan):
         plan = load_plan(plan, load_builtin_passes().keys())
+        _check_plan_imports(plan, {arch, train_data, calib_data, *allow_imports})
     out = Path(out)
     _guard_output(out, loaded)
     tgt = _target(target or plan.target)
@@ -494,6 +506,30 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
     shutil.rmtree(work, ignore_errors=True)
     return ApplyResult(out, {k: v for k, v in files.items() if k in ("onnx", "pt2")}, b, a,
                        result.steps)
+
+
+def _check_plan_imports(plan: Plan, allowed) -> None:
+    """Refuse a plan file that names code to import which the user did not allow."""
+    from advisor.model_io import FACTORY_ALLOWLIST, is_object_spec
+
+    def strings(v):
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, dict):
+            for x in v.values():
+                yield from strings(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                yield from strings(x)
+
+    found = [(f"step {i + 1} ({st.pass_name})", v) for i, st in enumerate(plan.steps)
+             for v in strings(st.config)]
+    found += [("data", v) for v in strings(plan.data)]
+    for where, spec in found:
+        if is_object_spec(spec) and spec not in FACTORY_ALLOWLIST and spec not in allowed:
+            raise PlanError(f"the plan's {where} names code to import and run: {spec!r}; a plan "
+                            "file is not trusted to do that",
+                            f"if you trust it, pass --allow-import {spec}")
 
 
 def _guard_output(out: Path, loaded) -> None:

@@ -133,7 +133,13 @@ def _annotate(rec: TrialRecord, result: dict, baseline: Baseline, factors: Facto
     m = result["measured"]
     rt = result.get("runtime")
     base = baseline.latency_p50.get(rt) or min(baseline.latency_p50.values())
-    m["speedup"] = base / m["latency_ms"]["p50"] if m["latency_ms"]["p50"] else None
+    paired = m.get("paired")
+    if paired and paired.get("speedup"):  # timed against the baseline in one process: robust
+        m["speedup"] = paired["speedup"]
+        m["speedup_source"] = "paired with the baseline in one process"
+    else:
+        m["speedup"] = base / m["latency_ms"]["p50"] if m["latency_ms"]["p50"] else None
+        m["speedup_source"] = "separate measurements"
     m["size_ratio"] = m["size_mb"] / baseline.size_mb if baseline.size_mb else None
     if baseline.accuracy is not None and m.get("accuracy") is not None:
         m["accuracy_drop"] = (baseline.accuracy - m["accuracy"]) * 100
@@ -174,7 +180,9 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                                   make_plan(Candidate(name, steps, c.family, c.rule), factors,
                                             target_name, settings.seed, data_specs).to_json(),
                                   _predicted(c), status="skipped",
-                                  error="budget exhausted before this candidate ran")
+                                  error=(f"the trial limit ({settings.max_trials}) was reached"
+                                         if len(records) >= settings.max_trials else
+                                         "the time budget was spent before this candidate ran"))
                 records.append(rec)
                 done += 1
                 continue

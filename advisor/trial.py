@@ -38,6 +38,7 @@ class TrialPayload:
     device: str = "cpu"
     progress: bool = False
     keep_torch_model: bool = False
+    baseline_artifacts: dict = field(default_factory=dict)  # runtime -> baseline file to pair with
 
 
 def run_trial(p: TrialPayload) -> dict:
@@ -107,6 +108,14 @@ def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
     out: dict[str, Any] = {"runtime": runtime,
                            "latency_ms": {"p50": lat.p50, "p90": lat.p90, "cv": lat.cv},
                            "peak_memory_mb": getattr(lat, "peak_rss_mb", None)}
+    reference = p.baseline_artifacts.get(runtime)
+    if reference:
+        from advisor.measure.latency import measure_speedup
+        paired = measure_speedup(artifact, reference, runtime, p.input_shape, target=p.target,
+                                 warmup=int(p.measure.get("warmup", 10)),
+                                 repeats=2 * int(p.measure.get("repeats", 100)),
+                                 max_seconds=min(4.0, float(p.measure.get("max_seconds", 4.0))))
+        out["paired"] = paired.to_json()
     out["accuracy"] = _accuracy(predict, p.val_loader) if p.val_loader is not None else None
     if p.reference_inputs is not None and p.reference_logits is not None:
         logits = predict(p.reference_inputs)

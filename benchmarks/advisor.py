@@ -9,17 +9,22 @@ Scenarios (issue "The advisor itself", acceptance):
 5. Single techniques alone (int8 static; structured 50% + fine-tune; Tucker + fine-tune) replayed
    with `apply_plan` on the same data and budget, side by side with the advisor's pick.
 
-Usage: python benchmarks/advisor.py [--quick]
+Usage: python benchmarks/advisor.py [--quick] [--only SUBSTRING] [--no-single]
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import WORK, ensure_examples, markdown_table, record  # noqa: E402
+# this script is named advisor.py: drop its own folder from the path so `import advisor` finds
+# the package, not this file
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+from benchmarks._common import WORK, ensure_examples, markdown_table, record  # noqa: E402
 
 
 def run_analyze(model, label, **kw):
@@ -50,6 +55,8 @@ def run_analyze(model, label, **kw):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer scenarios")
+    ap.add_argument("--only", default=None, help="run the scenarios whose label contains this")
+    ap.add_argument("--no-single", action="store_true", help="skip the single-technique runs")
     args = ap.parse_args()
     ex = ensure_examples()
     data = {"data": str(ex / "digits-val.pt"), "test_data": str(ex / "digits-test.pt")}
@@ -66,6 +73,8 @@ def main() -> None:
     ]
     if args.quick:
         scenarios = scenarios[:1] + scenarios[4:5]
+    if args.only:
+        scenarios = [s for s in scenarios if args.only in s[0]]
     rows, results = [], {}
     for label, model, kw in scenarios:
         print(f"== {label}", flush=True)
@@ -79,9 +88,19 @@ def main() -> None:
                                       r["p50_ms"], r["speedup"], r["size_ratio"],
                                       r["baseline_test"], r["test"], r["drop_test_pts"],
                                       r["trains"], r["trials"], r["seconds"]] for r in rows])
-    single = single_techniques(ex, data, train, results)
+    single = {"rows": [], "markdown": ""} if args.no_single else \
+        single_techniques(ex, data, train, results)
     md = "## advisor analyze on the examples\n\n" + table + "\n\n" + single["markdown"]
-    record("advisor", {"scenarios": rows, "single_techniques": single["rows"]}, md)
+    name = "advisor" if not (args.only or args.quick or args.no_single) else "advisor-partial"
+    record(name, {"scenarios": rows, "single_techniques": single["rows"]}, md)
+
+
+def test_accuracy(model_file, runtime: str, test_file: str) -> float:
+    """Top-1 (%) of an output model on the held-out split, run on its deploy runtime."""
+    from advisor.data import load_data
+    from advisor.trial import _accuracy, _predictor
+
+    return _accuracy(_predictor(Path(model_file), runtime), load_data(test_file))
 
 
 def single_techniques(ex: Path, data: dict, train: str, results: dict) -> dict:
@@ -101,13 +120,18 @@ def single_techniques(ex: Path, data: dict, train: str, results: dict) -> dict:
                     data={"train": train, "val": data["data"]})
         t0 = time.perf_counter()
         try:
-            res = apply_plan(str(ex / "resnet.pt2"), plan, out=WORK / "single" / name.replace(" ", "_"),
-                             calib_data=data["test_data"], train_data=train, progress=False,
-                             retrain_seconds=120)
+            out = WORK / "single" / name.replace(" ", "_")
+            shutil.rmtree(out, ignore_errors=True)
+            res = apply_plan(str(ex / "resnet.pt2"), plan, out=out, calib_data=data["data"],
+                             train_data=train, progress=False, retrain_seconds=120)
+            after_file = res.files.get("onnx") or res.files["pt2"]
+            acc = test_accuracy(after_file, res.after["runtime"], data["test_data"])
+            base_acc = (results.get("resnet cpu retrain=none") or {}).get("baseline", {}) \
+                .get("accuracy_test")
             rows.append([name, res.after["runtime"], res.before["p50_ms"], res.after["p50_ms"],
                          res.before["p50_ms"] / res.after["p50_ms"],
-                         res.after["size_mb"] / res.before["size_mb"], res.before.get("accuracy"),
-                         res.after.get("accuracy"), round(time.perf_counter() - t0, 1)])
+                         res.after["size_mb"] / res.before["size_mb"], base_acc, acc,
+                         round(time.perf_counter() - t0, 1)])
         except Exception as e:  # a technique failing is a result too
             rows.append([name, "failed", None, None, None, None, None, None, str(e)[:80]])
     if pick:

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-shape", default="1,3,32,32")
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--max-seconds", type=float, default=10.0)
+    ap.add_argument("--processes", type=int, default=3,
+                    help="worker processes per measurement (as `advisor profile` by default)")
     args = ap.parse_args(argv)
 
     import torch
@@ -62,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             per_runtime: dict[str, list[dict]] = {}
             for i in range(args.runs):
                 prof = profile_model(loaded, target, repeats=args.repeats,
-                                     max_seconds=args.max_seconds, progress=False)
+                                     max_seconds=args.max_seconds, processes=args.processes,
+                                     progress=False)
                 for rt, r in prof.runtimes.items():
                     if r.get("status") == "ok":
                         per_runtime.setdefault(rt, []).append(
                             {"p50": r["p50"], "p90": r["p90"], "cv": r["cv"], "runs": r["runs"],
+                             "process_p50s": r.get("process_p50s"),
                              "cpu_share": r.get("cpu_share"),
                              "preemptions_per_s": r.get("preemptions_per_s"),
                              "load": (r.get("load_average") or [None])[0]})

@@ -30,7 +30,7 @@ def analyze_cmd(
     input_shape: InputShapeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     from_profile: FromProfileOpt = None,
-    max_trials: Annotated[int, typer.Option("--max-trials", help="At most this many candidate trials.")] = 12,
+    max_trials: Annotated[int, typer.Option("--max-trials", help="At most this many candidate trials (the --budget time limit applies too).")] = 20,
     repeats: Annotated[int, typer.Option("--repeats", help="Latency repeats per measurement.")] = 100,
     inline: Annotated[bool, typer.Option("--inline", help="Run trials in this process (no isolation; debugging).")] = False,
 ) -> None:

@@ -21,6 +21,9 @@ def apply_cmd(
     arch: ArchOpt = None,
     input_shape: InputShapeOpt = None,
     trust_pickle: TrustPickleOpt = False,
+    allow_import: Annotated[Optional[list[str]], typer.Option(
+        "--allow-import", help="Let the plan import this pkg.module:name (a student "
+                               "architecture, a data hook); repeatable. Importing runs code.")] = None,
 ) -> None:
     """Replay PLAN on MODEL deterministically, write the optimized model, and show before/after."""
     from rich.console import Console
@@ -32,7 +35,8 @@ def apply_cmd(
     with console.status("applying the plan and re-measuring..."):
         res = apply_plan(model, plan, out=out, target=target, train_data=train_data,
                          calib_data=data, arch=arch, input_shape=input_shape,
-                         trust_pickle=trust_pickle, progress=False)
+                         trust_pickle=trust_pickle, progress=False,
+                         allow_imports=tuple(allow_import or ()))
     t = Table(title=f"advisor apply: {plan}")
     for col in ("", "runtime", "p50 ms", "size MB", "accuracy"):
         t.add_column(col)

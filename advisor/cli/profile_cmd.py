@@ -13,7 +13,7 @@ import typer
 
 from advisor.cli import app
 from advisor.cli.options import (ArchOpt, BatchSizeOpt, InputShapeOpt, JsonOutOpt, MaxSecondsOpt,
-                                 RepeatsOpt, RuntimeOpt, TargetOpt, TrustPickleOpt, WarmupOpt)
+                                 ProcessesOpt, RepeatsOpt, RuntimeOpt, TargetOpt, TrustPickleOpt, WarmupOpt)
 
 
 @app.command("profile")
@@ -28,6 +28,7 @@ def profile_cmd(
     repeats: RepeatsOpt = 100,
     warmup: WarmupOpt = 10,
     max_seconds: MaxSecondsOpt = 10.0,
+    processes: ProcessesOpt = 3,
     runtime: RuntimeOpt = None,
 ) -> None:
     """Measure MODEL on the target: latency per runtime, memory, size, FLOPs and hot spots."""
@@ -49,7 +50,8 @@ def profile_cmd(
         tgt.runtime(name)
     loaded = load_model(model, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
     prof = profile_model(loaded, tgt, batch_size=batch_size, runtimes=runtime, warmup=warmup,
-                         repeats=repeats, max_seconds=max_seconds, progress=True)
+                         repeats=repeats, max_seconds=max_seconds, processes=processes,
+                         progress=True)
     print_profile(prof, Console())
     if json_out is not None:
         path = write_json_atomic(Path(json_out), prof.to_json())

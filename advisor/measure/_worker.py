@@ -50,17 +50,23 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _setup_for(req: dict[str, Any]):
+    runtime = req["runtime"]
+    if runtime == "torch":
+        return _torch_setup(req)
+    if runtime == "onnxruntime":
+        return _ort_setup(req)
+    raise WorkerError(f"unknown runtime {runtime!r}")
+
+
 def measure(req: dict[str, Any]) -> dict[str, Any]:
     cores = req.get("cores")
     if cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
-    runtime, device = req["runtime"], req.get("device", "cpu")
-    if runtime == "torch":
-        setup = _torch_setup(req)
-    elif runtime == "onnxruntime":
-        setup = _ort_setup(req)
-    else:
-        raise WorkerError(f"unknown runtime {runtime!r}")
+    if req.get("reference"):
+        return measure_paired(req)
+    device = req.get("device", "cpu")
+    setup = _setup_for(req)
     before_load = memory.rss_mb()
     start = time.perf_counter()
     run, sync, info = setup()
@@ -96,6 +102,36 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
             "cpu_share": round(cpu_share, 3), "preemptions_per_s": round(preempted_per_s, 1),
             "load_average": _load_average(),
             "device": device, **info}
+
+
+def measure_paired(req: dict[str, Any]) -> dict[str, Any]:
+    """Time the artefact and a reference (the baseline) in this one process, alternating short
+    blocks of calls, so both see the same machine state: their ratio stays meaningful on a
+    loaded host where two separate measurements drift apart. No memory budget here (two models
+    are resident); memory comes from the single-model measurement."""
+    run, sync, info = _setup_for(req)()
+    ref_run, ref_sync, _ = _setup_for({**req, "artifact": req["reference"]})()
+    info.pop("timer_fn", None)
+    info.pop("after_fn", None)
+    info.pop("weights_mb", None)
+    _check_batch(run)
+    _check_batch(ref_run)
+    half = req["max_seconds"] * 0.15
+    _loop(ref_run, ref_sync, req["warmup"], half, min_runs=1)
+    _loop(run, sync, req["warmup"], half, min_runs=1)
+    block = max(1, int(req.get("block", 5)))
+    samples: list[float] = []
+    ref_samples: list[float] = []
+    begin = time.perf_counter()
+    while len(samples) < req["repeats"]:
+        ref_samples += _loop(ref_run, ref_sync, block, 1e9, min_runs=block)
+        samples += _loop(run, sync, block, 1e9, min_runs=block)
+        if len(samples) >= min(3 * block, req["repeats"]) and \
+                time.perf_counter() - begin >= req["max_seconds"]:
+            break
+    return {"samples_ms": samples, "reference_samples_ms": ref_samples, "warmup_runs": 0,
+            "block": block, "load_average": _load_average(),
+            "device": req.get("device", "cpu"), **info}
 
 
 def _enforce_budget(budget_mb: float | None, baseline_rss: float) -> float | None:

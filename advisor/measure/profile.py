@@ -217,7 +217,7 @@ class _Steps:
 def profile_model(loaded, target, *, batch_size: int = 1, runtimes: list[str] | None = None,
                   warmup: int = 10, repeats: int = 100, max_seconds: float = 10.0,
                   workdir: str | Path | None = None, progress: bool | ProgressFn = True,
-                  hotspot_runs: int = 7) -> Profile:
+                  hotspot_runs: int = 7, processes: int = 1) -> Profile:
     """Measure `loaded` (an `advisor.model_io.LoadedModel`) on `target` (see module docstring)."""
     from advisor.measure.host import detect_host
     from advisor.targets import load_target, target_available
@@ -251,7 +251,7 @@ def profile_model(loaded, target, *, batch_size: int = 1, runtimes: list[str] | 
                 if path is not None:
                     artefacts[name] = path
                     entry.update(_measure(path, name, shape, target, batch_size, warmup, repeats,
-                                          max_seconds))
+                                          max_seconds, processes))
                     if not own_dir:
                         entry["artifact"] = str(path)
                 entries[name] = entry
@@ -284,8 +284,10 @@ def profile_model(loaded, target, *, batch_size: int = 1, runtimes: list[str] | 
         memory=memory,
         measurement={"threads": settings["threads"], "affinity": settings["cores"],
                      "env": settings["env"], "warmup": warmup, "repeats": repeats,
-                     "max_seconds": max_seconds, "batch_size": int(batch_size),
-                     "input_shape": list(shape), "isolation": "fresh subprocess per runtime",
+                     "max_seconds": max_seconds, "processes": int(processes),
+                     "batch_size": int(batch_size),
+                     "input_shape": list(shape), "isolation": "fresh subprocess per runtime" + (
+                         f" (x{processes}, samples pooled)" if processes > 1 else ""),
                      "timer": "cuda events" if target.device == "cuda" else
                      "perf_counter under torch.inference_mode / session.run",
                      "emulated": target.emulated},
@@ -329,20 +331,22 @@ def _artefact(loaded, runtime: str, work: Path) -> tuple[dict[str, Any], Path | 
 
 
 def _measure(path: Path, runtime: str, shape, target, batch_size: int, warmup: int, repeats: int,
-             max_seconds: float) -> dict[str, Any]:
+             max_seconds: float, processes: int = 1) -> dict[str, Any]:
     try:
-        s = _latency(path, runtime, shape, target, batch_size, warmup, repeats, max_seconds)
+        s = _latency(path, runtime, shape, target, batch_size, warmup, repeats, max_seconds,
+                     processes)
     except LatencyError as e:
         return {"status": "error", "stage": "measure", "error_kind": e.kind, "error": e.message}
     return {"status": "ok", **_stats_entry(s)}
 
 
 def _latency(path, runtime, shape, target, batch_size, warmup, repeats,
-             max_seconds) -> LatencyStats:
+             max_seconds, processes: int = 1) -> LatencyStats:
     from advisor.measure.latency import measure_latency
 
     return measure_latency(path, runtime, shape, target=target, batch_size=batch_size,
-                           warmup=warmup, repeats=repeats, max_seconds=max_seconds)
+                           warmup=warmup, repeats=repeats, max_seconds=max_seconds,
+                           processes=processes)
 
 
 def _stats_entry(s: LatencyStats) -> dict[str, Any]:
@@ -357,7 +361,8 @@ def _stats_entry(s: LatencyStats) -> dict[str, Any]:
             "model_memory_mb": r4(s.model_peak_mb), "memory_cap_mb": r4(s.memory_cap_mb),
             "cpu_share": s.cpu_share, "preemptions_per_s": s.preemptions_per_s,
             "load_average": s.load_average, "timer": s.timer,
-            "emulated": s.emulated, "worker_pid": s.pid}
+            "emulated": s.emulated, "worker_pid": s.pid, "processes": max(1, len(s.process_p50s)),
+            "process_p50s": s.process_p50s}
 
 
 def _primary(names: list[str], entries: dict, target, warnings: list[str]) -> str:

@@ -32,6 +32,10 @@ def test_report_files_and_keys(analysis):
     assert r["baseline"]["latency_ms"]["p50"] > 0 and r["baseline"]["accuracy"] > 0.8
     assert r["data"]["verified"] is True
     assert all(c["status"] in ("ok", "failed", "skipped") for c in r["candidates"])
+    for c in (c for c in r["candidates"] if c["status"] == "ok"):
+        paired = c["measured"]["paired"]  # timed against the kept baseline file in one process
+        assert c["measured"]["speedup"] == paired["speedup"] > 0
+        assert paired["reference_p50"] > 0 and paired["runs"] >= 3
 
 
 def test_retrain_none_never_trains(analysis):
@@ -88,3 +92,28 @@ def test_bad_factor_is_one_line_error(example_dir, capsys):
     rc = main(["analyze", str(example_dir / "resnet.pt2"), "--retrain", "finetune"])
     err = capsys.readouterr().err
     assert rc == 2 and "--train-data" in err and "Traceback" not in err
+
+
+def test_plan_file_cannot_import_code_unless_allowed(example_dir, tmp_path, capsys):
+    """A plan naming `pkg.module:name` (student architecture, data hook) would run code on apply."""
+    marker = tmp_path / "ran"
+    hook = tmp_path / "evil_hook.py"
+    hook.write_text(f"open({str(marker)!r}, 'w').write('x')\ndef student(**kw):\n    return None\n")
+    plan = {"schema_version": 1, "kind": "advisor-plan", "name": "evil", "target": "cpu",
+            "seed": 0, "factors": {"retrain": "full"}, "data": {},
+            "steps": [{"pass": "distill_student", "config": {"student_arch": "evil_hook:student"}}]}
+    from advisor.decide.plan import PLAN_KIND, PLAN_SCHEMA_VERSION
+    plan.update(schema_version=PLAN_SCHEMA_VERSION, kind=PLAN_KIND)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # the hook module would be importable from here
+    try:
+        rc = main(["apply", str(example_dir / "resnet.pt2"), "--plan", str(path),
+                   "--out", str(tmp_path / "o"), "--train-data",
+                   str(example_dir / "digits-train.pt")])
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert rc == 2 and "evil_hook:student" in err and "--allow-import" in err
+    assert not marker.exists()  # the module was never imported

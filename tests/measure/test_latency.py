@@ -93,3 +93,36 @@ def test_time_inprocess_micro_benchmark():
     s = time_inprocess(lambda: layer(x), warmup=2, repeats=15, max_seconds=1.0)
     assert s.runtime == "inprocess" and 3 <= s.runs <= 15
     assert 0 < s.min <= s.p50 <= s.p90 and s.pid == os.getpid()
+
+
+def test_several_processes_pool_their_samples(tiny_artifacts, one_thread_target):
+    s = measure_latency(tiny_artifacts["onnx"], "onnxruntime", tiny_artifacts["shape"],
+                        target=one_thread_target, warmup=2, repeats=7, processes=3)
+    assert len(s.process_p50s) == 3 and s.runs == 21
+    assert min(s.process_p50s) <= s.p50 <= max(s.process_p50s) * 1.5
+    with pytest.raises(LatencyError):
+        measure_latency(tiny_artifacts["onnx"], "onnxruntime", tiny_artifacts["shape"],
+                        processes=0)
+
+
+def test_paired_timing_ranks_a_heavier_reference_slower(tiny_artifacts, one_thread_target,
+                                                        tmp_path):
+    import torch
+
+    from advisor.export import export_onnx
+    from advisor.measure.latency import measure_speedup
+
+    shape = tiny_artifacts["shape"]
+    heavy = torch.nn.Sequential(torch.nn.Conv2d(shape[1], 64, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(64, 64, 3, padding=1)).eval()
+    heavy_path = export_onnx(heavy, tmp_path / "heavy.onnx", shape)["path"]
+    same = measure_speedup(tiny_artifacts["onnx"], tiny_artifacts["onnx"], "onnxruntime", shape,
+                           target=one_thread_target, repeats=60, max_seconds=1.0)
+    assert 0.6 < same.speedup < 1.6 and same.runs >= 15
+    faster = measure_speedup(tiny_artifacts["onnx"], heavy_path, "onnxruntime", shape,
+                             target=one_thread_target, repeats=60, max_seconds=1.0)
+    assert faster.speedup > 2.0  # the tiny net is far cheaper than the 64-channel stack
+    assert faster.reference_p50 > faster.p50 > 0
+    with pytest.raises(LatencyError):
+        measure_speedup(tmp_path / "missing.onnx", heavy_path, "onnxruntime", shape)
