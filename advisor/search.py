@@ -136,7 +136,7 @@ def _annotate(rec: TrialRecord, result: dict, baseline: Baseline, factors: Facto
     paired = m.get("paired")
     if paired and paired.get("speedup"):  # timed against the baseline in one process: robust
         m["speedup"] = paired["speedup"]
-        m["speedup_source"] = "paired with the baseline in one process"
+        m["speedup_source"] = "paired with the baseline in one process (ratio of fastest calls)"
     else:
         m["speedup"] = base / m["latency_ms"]["p50"] if m["latency_ms"]["p50"] else None
         m["speedup_source"] = "separate measurements"

@@ -68,7 +68,9 @@ def main() -> None:
         ("mobilenet cpu retrain=none", ex / "mobilenet.pt2", dict(target="cpu", retrain="none")),
         ("mobilenet cpu retrain=finetune", ex / "mobilenet.pt2",
          dict(target="cpu", retrain="finetune", train_data=train, budget="8m")),
-        ("resnet cpu goal=size", ex / "resnet.pt2", dict(target="cpu", goal="size")),
+        ("resnet cpu goal=size retrain=none", ex / "resnet.pt2", dict(target="cpu", goal="size")),
+        ("resnet cpu goal=size retrain=finetune", ex / "resnet.pt2",
+         dict(target="cpu", goal="size", retrain="finetune", train_data=train, budget="8m")),
         ("resnet edge-arm retrain=none", ex / "resnet.pt2", dict(target="edge-arm")),
     ]
     if args.quick:

@@ -20,7 +20,7 @@ FromProfileOpt = Annotated[Optional[Path], typer.Option(
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1,
                                            help="Batch size of the measured calls.")]
 RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1,
-                                         help="Timed repeats per runtime (stops early at --max-seconds).")]
+                                         help="Timed repeats per runtime, at least (timing spans at least 0.5 s; stops at --max-seconds).")]
 WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up calls per runtime.")]
 MaxSecondsOpt = Annotated[float, typer.Option("--max-seconds", min=0.1,
                                               help="Time budget of the timed repeats per runtime.")]

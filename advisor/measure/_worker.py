@@ -29,6 +29,10 @@ RECORDED_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
+WARMUP_MIN_SECONDS = 0.3  # warm-up lasts at least this long (capped by 30% of max_seconds)
+TIMED_MIN_SECONDS = 0.5  # timed calls span at least this long (capped by max_seconds)
+
+
 class WorkerError(Exception):
     """A failure with a one-line message meant for the user."""
 
@@ -78,11 +82,16 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     baseline_rss = memory.rss_mb() - weights_mb if weights_mb is not None else before_load
     _check_batch(run)
     cap = _enforce_budget(req.get("memory_budget_mb"), baseline_rss)
-    warm = _loop(run, sync, req["warmup"], req["max_seconds"] * 0.3, min_runs=1)
+    # warm-up and timing last at least a minimum time, not only a count: at 0.2 ms a call, 10
+    # warm-up calls (2 ms) left the first of three profiles up to 25% slower here, and 100 timed
+    # calls (20 ms) sampled one moment of a VM whose speed drifts
+    min_warm = min(WARMUP_MIN_SECONDS, req["max_seconds"] * 0.3)
+    warm = _loop(run, sync, req["warmup"], req["max_seconds"] * 0.3, min_runs=1,
+                 min_seconds=min_warm)
     timer = info.pop("timer_fn", None)
     cpu0, switches0, wall0 = memory.cpu_seconds(), memory.preemptions(), time.perf_counter()
     samples = _loop(run, sync, req["repeats"], req["max_seconds"], min_runs=min(3, req["repeats"]),
-                    timer=timer)
+                    timer=timer, min_seconds=min(TIMED_MIN_SECONDS, req["max_seconds"]))
     wall = max(1e-9, time.perf_counter() - wall0)
     # CPU time per requested core while timing (a runtime may leave threads idle on a small
     # model, so below 1 is not proof of contention), and how often the scheduler preempted us
@@ -117,8 +126,8 @@ def measure_paired(req: dict[str, Any]) -> dict[str, Any]:
     _check_batch(run)
     _check_batch(ref_run)
     half = req["max_seconds"] * 0.15
-    _loop(ref_run, ref_sync, req["warmup"], half, min_runs=1)
-    _loop(run, sync, req["warmup"], half, min_runs=1)
+    _loop(ref_run, ref_sync, req["warmup"], half, min_runs=1, min_seconds=min(0.2, half))
+    _loop(run, sync, req["warmup"], half, min_runs=1, min_seconds=min(0.2, half))
     block = max(1, int(req.get("block", 5)))
     samples: list[float] = []
     ref_samples: list[float] = []
@@ -149,11 +158,13 @@ def _enforce_budget(budget_mb: float | None, baseline_rss: float) -> float | Non
 
 
 def _loop(run: Callable[[], Any], sync: Callable[[], None], count: int, max_seconds: float,
-          min_runs: int, timer: Callable[[Callable[[], Any]], float] | None = None) -> list[float]:
-    """Run `count` times or until `max_seconds` (but at least `min_runs`); samples in ms."""
+          min_runs: int, timer: Callable[[Callable[[], Any]], float] | None = None,
+          min_seconds: float = 0.0) -> list[float]:
+    """Run `count` times and for at least `min_seconds`, but stop at `max_seconds` (after at
+    least `min_runs`); samples in ms."""
     samples: list[float] = []
     begin = time.perf_counter()
-    while len(samples) < count:
+    while len(samples) < count or time.perf_counter() - begin < min_seconds:
         if timer is not None:
             samples.append(timer(run))
         else:

@@ -21,7 +21,7 @@ def test_summarise_statistics():
 def test_onnxruntime_worker_is_isolated_and_honours_the_target(tiny_artifacts, one_thread_target):
     s = measure_latency(tiny_artifacts["onnx"], "onnxruntime", tiny_artifacts["shape"],
                         target=one_thread_target, warmup=3, repeats=20, max_seconds=2.0)
-    assert 0 < s.min <= s.p50 <= s.p90 and s.cv >= 0 and 3 <= s.runs <= 20
+    assert 0 < s.min <= s.p50 <= s.p90 and s.cv >= 0 and s.runs >= 20
     assert len(s.samples_ms) == s.runs and s.warmup >= 1
     assert s.pid is not None and s.pid != os.getpid()  # a separate process
     assert s.threads == 1 and s.runtime_threads == 1
@@ -98,7 +98,7 @@ def test_time_inprocess_micro_benchmark():
 def test_several_processes_pool_their_samples(tiny_artifacts, one_thread_target):
     s = measure_latency(tiny_artifacts["onnx"], "onnxruntime", tiny_artifacts["shape"],
                         target=one_thread_target, warmup=2, repeats=7, processes=3)
-    assert len(s.process_p50s) == 3 and s.runs == 21
+    assert len(s.process_p50s) == 3 and s.runs >= 21
     assert min(s.process_p50s) <= s.p50 <= max(s.process_p50s) * 1.5
     with pytest.raises(LatencyError):
         measure_latency(tiny_artifacts["onnx"], "onnxruntime", tiny_artifacts["shape"],
@@ -126,3 +126,10 @@ def test_paired_timing_ranks_a_heavier_reference_slower(tiny_artifacts, one_thre
     assert faster.reference_p50 > faster.p50 > 0
     with pytest.raises(LatencyError):
         measure_speedup(tmp_path / "missing.onnx", heavy_path, "onnxruntime", shape)
+
+
+def test_timing_spans_a_minimum_time_even_for_few_repeats(tiny_artifacts, one_thread_target):
+    s = measure_latency(tiny_artifacts["onnx"], "onnxruntime", tiny_artifacts["shape"],
+                        target=one_thread_target, warmup=1, repeats=1, max_seconds=1.0)
+    # one repeat asked, but a sub-millisecond model is sampled for ~0.5 s, not for one call
+    assert s.runs > 50 and sum(s.samples_ms) > 300
