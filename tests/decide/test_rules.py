@@ -139,3 +139,17 @@ def test_rule_engine_does_not_import_torch():
     code = ("import sys; import advisor.decide.rules, advisor.decide.plan, "
             "advisor.decide.factors; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pruning_and_tucker_keep_channel_counts_the_target_kernels_like():
+    factors = Factors(retrain="finetune")
+
+    def first(s, pass_name):
+        ranked, _ = rank_candidates(s)
+        return next(c.steps[0].config for c in ranked if c.steps[0].pass_name == pass_name)
+
+    avx512 = sit(factors=factors, has_train_data=True, isa=("avx2", "avx512f"))
+    avx2 = sit(factors=factors, has_train_data=True, isa=("avx2",))
+    assert first(avx512, "prune_structured")["round_to"] == 16
+    assert first(avx2, "prune_structured")["round_to"] == 8
+    assert first(avx512, "factorize")["rank_multiple"] == 16
