@@ -94,7 +94,9 @@ def save_torchscript(model: nn.Module, path: str | Path, input_shape: tuple[int,
     `torch.ao` dynamic int8); the advisor metadata travels as the `advisor.json` extra file."""
     meta = {"format": "advisor-torchscript", "version": 1, "input_shape": list(input_shape),
             **(metadata or {})}
-    model = model.eval()
+    from advisor.sparse import has_csr, script_csr_layers
+
+    model = (script_csr_layers(model) if has_csr(model) else model).eval()
     with _quiet(), torch.inference_mode(False), torch.no_grad():
         traced = torch.jit.trace(model, (_batched_example(input_shape),), check_trace=False)
     with atomic_path(path) as tmp, _quiet():
@@ -106,9 +108,14 @@ def save_torch_artifact(model: nn.Module, path: str | Path, input_shape: tuple[i
                         metadata: dict[str, Any] | None = None) -> Path:
     """`.pt2` when torch.export takes the model, else TorchScript (`.ts` beside `path`).
 
-    Returns the path written. Only modules with `torch.ao` packed parameters take the
-    TorchScript route; any other export failure is raised as it is.
+    Returns the path written. Only modules with `torch.ao` packed parameters or CSR sparse
+    layers (torch.export cannot save sparse tensors) take the TorchScript route; any other export
+    failure is raised as it is.
     """
+    from advisor.sparse import has_csr
+
+    if has_csr(model):
+        return save_torchscript(model, Path(path).with_suffix(".ts"), input_shape, metadata)
     try:
         return save_pt2(model, path, input_shape, metadata)
     except Exception:

@@ -396,13 +396,16 @@ def _state_dict_mismatch(e: RuntimeError) -> str:
 
 
 def _load_torchscript(path: Path, *, arch, trust_pickle, input_shape) -> LoadedModel:
+    extra = {META_FILE: ""}  # advisor.export.save_torchscript records the input shape here
     try:
         with _quiet():
-            module = torch.jit.load(str(path), map_location="cpu")
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as e:
         raise ModelLoadError(f"{path} is a TorchScript archive that cannot be loaded: "
                              f"{_first_line(e)}", "save it again, or export a .pt2") from e
-    return LoadedModel(path, "torchscript", module.eval(), None, None, {}, False)
+    meta = _pt2_metadata(extra.get(META_FILE), path)
+    shape = tuple(meta["input_shape"]) if meta.get("input_shape") else None
+    return LoadedModel(path, "torchscript", module.eval(), None, shape, meta, False)
 
 
 def _load_onnx(path: Path, *, arch, trust_pickle, input_shape) -> LoadedModel:

@@ -22,6 +22,7 @@ import contextlib
 import math
 import statistics
 import time
+import warnings
 import zlib
 from typing import Callable, Iterable, Iterator
 
@@ -195,28 +196,40 @@ class CSRLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         w = linear.weight.detach().float()
-        self.register_buffer("weight", w.to_sparse_csr())
-        if linear.bias is not None:
-            self.register_buffer("bias", linear.bias.detach().clone())
-        else:
-            self.bias = None
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": known, measured here
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support.*")
+            csr = w.to_sparse_csr()
+        self.register_buffer("weight", csr)
+        # always a tensor (zeros without bias): TorchScript needs one attribute type
+        self.has_bias = linear.bias is not None
+        self.register_buffer("bias", linear.bias.detach().clone() if self.has_bias
+                             else torch.zeros(self.out_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
+        # written so that torch.jit.script takes it: a traced CSR model keeps both branches
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] == 1:
             y = torch.mv(self.weight, x2[0]).unsqueeze(0)
         else:
             y = torch.mm(self.weight, x2.t()).t()
-        if self.bias is not None:
+        if self.has_bias:
             y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+        out_shape = list(x.shape[:-1])
+        out_shape.append(self.out_features)
+        return y.reshape(out_shape)
+
+    def __deepcopy__(self, memo) -> "CSRLinear":
+        # sparse CSR tensors have no storage for copy.deepcopy to copy; rebuild from dense
+        new = CSRLinear(self.to_linear())
+        new.train(self.training)
+        memo[id(self)] = new
+        return new
 
     def to_linear(self) -> nn.Linear:
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.has_bias)
         with torch.no_grad():
             lin.weight.copy_(self.weight.to_dense())
-            if self.bias is not None:
+            if self.has_bias:
                 lin.bias.copy_(self.bias)
         setattr(lin, SPARSE_TAG, True)
         return lin
@@ -248,6 +261,17 @@ def densify(model: nn.Module) -> list[str]:
 
 def has_csr(model: nn.Module) -> bool:
     return any(isinstance(m, CSRLinear) for m in model.modules())
+
+
+def script_csr_layers(model: nn.Module) -> nn.Module:
+    """A copy whose CSR layers are scripted, so that tracing the model keeps their batch branch
+    (TorchScript is the one saved format that holds sparse CSR tensors)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for name in [n for n, m in model.named_modules() if isinstance(m, CSRLinear)]:
+        _set(model, name, torch.jit.script(_get(model, name)))
+    return model
 
 
 def time_ms(fn: Callable[[], object], repeats: int = 30, warmup: int = 5) -> float:

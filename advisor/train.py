@@ -102,6 +102,11 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
     """
     dev = resolve_device(device)
     seed_everything(config.seed)
+    # a loader with its own shuffling generator would otherwise continue where the last run
+    # left it: the same plan replayed in one process must see the same batches
+    generator = getattr(train_loader, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(config.seed)
     model.to(dev).train()
     loss_fn = loss_fn or cross_entropy_loss(config.label_smoothing)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
