@@ -262,6 +262,15 @@ def size_goal(s: Situation) -> RuleResult | None:
                                1.0, "smaller when stored compressed; no speed-up on dense kernels",
                                knob={"step": 0, "field": "sparsity",
                                      "values": [0.5, 0.8, 0.9] if _trains(s) else [0.3, 0.5]}))
+    if s.has("prune_unstructured_iterative") and not s.is_onnx and _trains(s) and \
+            s.has_train_data:
+        cands.append(Candidate("iterative 90% + lr rewinding (compressed)",
+                               [Step("prune_unstructured_iterative",
+                                     {"sparsity": 0.9, "rewind": "lr"})],
+                               "sparsity", "size_goal", 1.0, 0.3, 1.0,
+                               "prune-retrain rounds reach higher sparsity at the same accuracy "
+                               "than one shot (Renda et al. 2020); costs several retraining "
+                               "rounds"))
     if not cands:
         return None
     return RuleResult("size_goal", "recommend",

@@ -25,9 +25,11 @@ Passes:
   - ``rewind="weight"`` — weight rewinding (Frankle et al., 2019, *Stabilizing the Lottery
     Ticket Hypothesis*, arXiv:1903.01611): surviving weights go back to their values at epoch
     ``rewind_epoch`` and retrain from there. The user's original training run is not available,
-    so the reference trajectory is the first retraining round: epoch 0 is the given trained
-    model, epoch k its weights after k epochs of round 1. Later rounds train
+    so the reference trajectory is the first retraining round: epoch 0 (the default) is the
+    given trained model, epoch k its weights after k epochs of round 1. Later rounds train
     ``epochs_per_round - rewind_epoch`` epochs (at least one), as the rewound run would.
+    Measured on digits (2 rounds x 2 epochs, 90%): rewinding to epoch 1 of a OneCycle round
+    lands on peak-learning-rate weights and ended at 36% accuracy, hence epoch 0.
   - ``rewind="none"`` — classic fine-tuning (Han et al., 2015): trained weights kept, a small
     constant learning rate (``lr / 10``).
 """
@@ -71,7 +73,7 @@ class IterativePruneConfig:
     rounds: int = 4
     epochs_per_round: int = 3
     rewind: Literal["lr", "weight", "none"] = "lr"
-    rewind_epoch: int = 1  # weight rewinding: epoch of round 1 the weights go back to
+    rewind_epoch: int = 0  # weight rewinding: epoch of round 1 the weights go back to
     lr: float = 1e-3
     schedule: Literal["onecycle", "cosine"] = "onecycle"
     weight_decay: float = 1e-4
@@ -214,9 +216,12 @@ def convert_faster_linears(model: nn.Module, example: torch.Tensor, names: list[
     candidates = [n for n in names if isinstance(modules[n], nn.Linear)
                   and sparsity[n] >= min_sparsity]
     inputs: dict[str, torch.Tensor] = {}
-    hooks = [modules[n].register_forward_hook(
-        lambda m, args, out, n=n: inputs.setdefault(n, args[0].detach().clone()))
-        for n in candidates]
+
+    def keep_input(name: str):
+        def hook(module, args, output) -> None:  # returns None: the output stays as it is
+            inputs.setdefault(name, args[0].detach().clone())
+        return hook
+    hooks = [modules[n].register_forward_hook(keep_input(n)) for n in candidates]
     try:
         model(example)
     finally:

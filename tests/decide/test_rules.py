@@ -153,3 +153,14 @@ def test_pruning_and_tucker_keep_channel_counts_the_target_kernels_like():
     assert first(avx512, "prune_structured")["round_to"] == 16
     assert first(avx2, "prune_structured")["round_to"] == 8
     assert first(avx512, "factorize")["rank_multiple"] == 16
+
+
+def test_size_goal_offers_iterative_pruning_only_with_training():
+    passes = {**ALL, "prune_unstructured_iterative": PassFlags(
+        "prune_unstructured_iterative", "sparsity", trains=True, needs_labels=True)}
+    chains = lambda s: [c.steps[0].pass_name for c in rank_candidates(s)[0]]  # noqa: E731
+    with_training = sit(factors=Factors(goal="size", retrain="finetune"), has_train_data=True,
+                        passes=passes)
+    assert "prune_unstructured_iterative" in chains(with_training)
+    assert "prune_unstructured_iterative" not in chains(sit(factors=Factors(goal="size"),
+                                                            passes=passes))

@@ -195,3 +195,16 @@ def test_weight_rewinding_keeps_the_weights_after_k_epochs():
         capture(layer)
     assert capture.state is not None
     assert bool((capture.state["weight"] == 6.0).all())  # after 2 epochs x 3 steps
+
+
+def test_csr_timing_leaves_the_forward_intact_for_consecutive_linears():
+    from advisor.examples.models import mlp
+    from advisor.passes.unstructured import convert_faster_linears
+
+    torch.manual_seed(0)
+    model = mlp(in_features=48, hidden=(96, 64)).eval()
+    x = torch.randn(1, 48)
+    ref = model(x).detach()
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    convert_faster_linears(model, x, names, min_sparsity=0.0, repeats=3)
+    assert torch.allclose(model(x), ref, atol=1e-5)
