@@ -44,3 +44,52 @@ def record(name: str, data: dict, markdown: str) -> None:
 
 def dump(obj) -> str:
     return json.dumps(obj, indent=2, default=str)
+
+
+# ---- shared by the technique benchmarks (pruning, factorization) ----------------------------
+
+SHAPES = {"32": (1, 3, 32, 32), "224": (1, 3, 224, 224)}
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def run_pass(name: str, model, ctx, **config):
+    """Apply a registered pass with a config given as keyword arguments."""
+    from advisor.passes.base import config_from_dict, get_pass
+
+    spec = get_pass(name)
+    return spec.apply(model, config_from_dict(spec.config_cls, config), ctx)
+
+
+def export_for(model, stem: Path, shape, runtime: str) -> Path:
+    """The file `runtime` deploys: ONNX for onnxruntime, .pt2 (or TorchScript) for torch."""
+    import copy
+
+    from advisor.export import export_onnx, save_torch_artifact
+
+    if runtime == "onnxruntime":
+        path = stem.with_suffix(".onnx")
+        export_onnx(model, path, shape)
+        return path
+    return Path(save_torch_artifact(copy.deepcopy(model).eval(), stem.with_suffix(".pt2"), shape))
+
+
+def paired_latency(model, baselines: dict, stem: Path, target, resolutions=("32", "224"),
+                   runtimes=RUNTIMES) -> dict:
+    """p50 and speed-up of `model` against the baseline files {(runtime, res): path}, each pair
+    timed in one fresh process (`measure_speedup`: ratio of the fastest calls)."""
+    from advisor.measure.latency import measure_speedup
+
+    out = {}
+    for res in resolutions:
+        for rt in runtimes:
+            path = export_for(model, Path(f"{stem}-{res}"), SHAPES[res], rt)
+            p = measure_speedup(path, baselines[(rt, res)], rt, SHAPES[res], target=target,
+                                repeats=150, max_seconds=3.0)
+            out[f"{rt}@{res}"] = {"p50": p.p50, "base_p50": p.reference_p50,
+                                  "speedup": p.speedup}
+    return out
+
+
+def latency_cells(lat: dict) -> list[str]:
+    return [f"{lat[k]['p50']:.3f} ({lat[k]['speedup']:.2f}x)"
+            for k in ("torch@32", "onnxruntime@32", "torch@224", "onnxruntime@224")]
