@@ -75,7 +75,8 @@ def main() -> None:
           "convolutions and Linear layers; layers replaced only where cheaper in FLOPs and "
           "measured faster at 224 px on the `cpu` target. Latency: p50 ms at batch 1 "
           "(speed-up vs the original, timed in the same process). Accuracy: digits test split "
-          f"at 32 px; fine-tune: {epochs} epochs."]
+          f"at 32 px; fine-tune: {epochs} epochs. The p50 columns move with the machine's load; "
+          "the speed-up (ratio of the fastest calls, interleaved) is what to compare."]
     for name in models:
         model = load_model(str(example / f"{name}.pt2")).module.eval()
         dense_acc = evaluate(model, data["test"])
@@ -157,7 +158,7 @@ def _acceptance(vgg: dict | None) -> dict:
     if best and best[1] >= 1.5:
         return {"met": True, "setting": best[0], "speedup": best[1], "drop_pts": best[2],
                 "text": f"Met: {best[0]} runs {best[1]:.2f}x faster at 224 px with "
-                        f"{best[2]:+.2f} points drop after fine-tune."}
+                        f"a drop of {best[2]:.2f} points after fine-tune (negative: a gain)."}
     text = ("Not met. " + (f"Best setting within 1 point: {best[0]} at {best[1]:.2f}x. "
                            if best else "No setting stayed within 1 point. ")
             + "See the per-layer table: what limits the speed-up is which layers were found "
