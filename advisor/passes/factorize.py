@@ -40,8 +40,8 @@ the budget re-allocated over the rest.
 Fine-tuning, one clear rule: in plans the rule engine appends the shared ``finetune`` pass after
 this one, so this pass is registered ``trains=False`` and leaves ``finetune_epochs`` at 0. For
 stand-alone use ``finetune_epochs > 0`` fine-tunes the factorized model here, through the same
-shared loop (`advisor.train.train`), only when ``ctx.budget.allows_training`` and training data
-are present (otherwise the info says why it was skipped).
+shared loop (`advisor.train.train`); asking for it without a retraining budget or without
+labelled training data is refused up front (PassError, as the ``finetune`` pass does).
 
 Records per layer: kind (tucker2/svd/skipped), ranks, FLOPs before/after, relative
 reconstruction error ||W − Ŵ||/||W||, measured latency before/after when checked, replaced or
@@ -136,6 +136,9 @@ def factorize(model: nn.Module, config: FactorizeConfig, ctx: PassContext) -> Pa
     if not isinstance(model, nn.Module):
         raise PassError(f"factorize needs a PyTorch model, got {type(model).__name__}",
                         "run torch passes before any ONNX-stage pass")
+    if config.finetune_epochs > 0:  # asked to train: refuse now, not after the factorization
+        from advisor.passes.finetune import require_training
+        require_training("factorize with finetune_epochs > 0", ctx)
     started = time.perf_counter()
     model = copy.deepcopy(model)
     shape = tuple(int(d) for d in ctx.input_shape)
@@ -541,10 +544,6 @@ def _model_flops(model: nn.Module, shape: tuple[int, ...]) -> int:
 def _maybe_finetune(model: nn.Module, config: FactorizeConfig, ctx: PassContext) -> dict:
     if config.finetune_epochs <= 0:
         return {"skipped": "finetune_epochs = 0 (plans recover with the finetune pass)"}
-    if ctx.budget is None or not ctx.budget.allows_training:
-        return {"skipped": "no retraining budget"}
-    if ctx.train_loader is None:
-        return {"skipped": "no labelled training data"}
     from advisor.passes.finetune import budget_train_config
     from advisor.train import evaluate, train
 
