@@ -496,15 +496,18 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
                                 **measure)
         after_file = files["pt2"]
     b = {"runtime": "onnxruntime", "p50_ms": before.p50, "size_mb": base_path.stat().st_size / 2 ** 20}
+    shipped = files.get(("onnx" if "onnx" in files else "pt2") + "_gz", after_file)
     a = {"runtime": "onnxruntime" if "onnx" in files else "torch", "p50_ms": after.p50,
-         "size_mb": Path(after_file).stat().st_size / 2 ** 20}
+         "size_mb": Path(shipped).stat().st_size / 2 ** 20,
+         "size_stored_as": "gzip" if shipped != after_file else "file"}
     if data_b.val is not None:
         from advisor.trial import _accuracy as acc, _predictor
         b["accuracy"] = _accuracy(_baseline_predict(loaded), data_b.val)
         a["accuracy"] = acc(_predictor(Path(after_file), a["runtime"]), data_b.val)
     import shutil
     shutil.rmtree(work, ignore_errors=True)
-    return ApplyResult(out, {k: v for k, v in files.items() if k in ("onnx", "pt2")}, b, a,
+    return ApplyResult(out, {k: v for k, v in files.items()
+                             if k in ("onnx", "pt2", "onnx_gz", "pt2_gz")}, b, a,
                        result.steps)
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
+import shutil
 import os
 import tempfile
 from pathlib import Path
@@ -65,3 +67,16 @@ def _json_default(o: Any):
     if isinstance(o, (set, frozenset)):
         return sorted(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def gzip_copy(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> Path:
+    """Write `src` gzip-compressed (level 9) to `dst` (default `src` + ".gz"), atomically.
+
+    How sparse models ship: dense runtimes load dense weights, so the zeros shrink only in the
+    stored/downloaded file; `gunzip` (or Python's gzip) restores the loadable model."""
+    src = Path(src)
+    dst = Path(dst) if dst is not None else src.with_name(src.name + ".gz")
+    with atomic_path(dst, protect=(src,)) as tmp:
+        with open(src, "rb") as fin, gzip.GzipFile(tmp, "wb", compresslevel=9, mtime=0) as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    return dst

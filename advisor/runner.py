@@ -73,7 +73,9 @@ def run_plan(model: nn.Module | OnnxArtifact, plan: Plan, ctx: PassContext,
 
 def write_artifacts(result: RunResult, out_dir: Path, input_shape: tuple[int, ...],
                     metadata: dict | None = None) -> dict[str, Path]:
-    """Write the optimized model: `model.onnx` always, `model.pt2` when it is a torch model."""
+    """Write the optimized model: `model.onnx` always, `model.pt2` when it is a torch model, and
+    for a model with sparse weights a gzip-compressed copy of each (`*.gz`: the file to ship
+    where size matters; its zeros shrink only there)."""
     from advisor.export import export_onnx, save_torch_artifact
     from advisor.fileio import atomic_path
 
@@ -92,4 +94,11 @@ def write_artifacts(result: RunResult, out_dir: Path, input_shape: tuple[int, ..
         # torch.ao quantized modules cannot be torch.exported: they are written as TorchScript
         written["pt2"] = Path(save_torch_artifact(result.model, out_dir / "model.pt2",
                                                   input_shape, metadata))
+    from advisor.fileio import gzip_copy
+    from advisor.sparse import leaves_sparse_weights
+
+    if leaves_sparse_weights(result.steps):
+        for kind in ("onnx", "pt2"):
+            if kind in written and written[kind].is_file():
+                written[kind + "_gz"] = gzip_copy(written[kind])
     return written

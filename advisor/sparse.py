@@ -15,6 +15,8 @@ only to the eager torch runtime; `densify` turns them back into dense Linear lay
 - `storage_report` — per-layer sparsity, dense bytes, CSR and bitmap bytes, and the zlib size
   actually measured on the weights.
 - `CSRLinear`, `to_csr`, `densify`, `time_ms` — CSR execution and its micro-benchmark.
+- `leaves_sparse_weights(steps)` — whether a plan's steps made weights sparse, so its model is
+  shipped gzip-compressed (`advisor.fileio.gzip_copy`) and its size is that file's size.
 """
 from __future__ import annotations
 
@@ -132,6 +134,15 @@ def trainable_sparse(model: nn.Module, keep: bool = True) -> Iterator[MaskKeeper
     finally:
         if csr_names:
             to_csr(model, csr_names)
+
+
+def leaves_sparse_weights(steps: Iterable[dict]) -> bool:
+    """True when a step of a run plan reported compressed storage (a sparsity pass)."""
+    for step in steps:
+        info = step.get("info") or {}
+        if isinstance(info.get("compressed_bytes"), (int, float)) and info["compressed_bytes"] > 0:
+            return True
+    return False
 
 
 def layer_sparsity(model: nn.Module) -> dict[str, float]:

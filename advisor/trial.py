@@ -60,12 +60,16 @@ def run_trial(p: TrialPayload) -> dict:
     result = run_plan(start_model, plan, ctx, workdir)
     artifact, runtime, export_note = _deploy_artifact(result, p, workdir)
     measured = measure_artifact(artifact, runtime, p)
-    measured["size_mb"] = _size_mb(artifact, result.steps)
+    measured["size_mb"], measured["size_stored_as"] = _stored_size(artifact, result.steps)
     out = {"status": "ok", "measured": measured, "steps": result.steps,
            "artifact": str(artifact), "runtime": runtime,
            "seconds": round(time.perf_counter() - start, 2)}
-    if export_note:
-        out["note"] = export_note
+    notes = [export_note] if export_note else []
+    if measured["size_stored_as"] == "gzip":
+        notes.append("size: the gzip-compressed model file (sparse weights shrink only when "
+                     "stored compressed; gunzip before loading)")
+    if notes:
+        out["note"] = "; ".join(notes)
     if p.keep_torch_model and result.torch_model is not None:
         out["torch_model"] = result.torch_model
     return out
@@ -149,12 +153,13 @@ def _accuracy(predict, loader) -> float:
     return correct / max(1, total)
 
 
-def _size_mb(artifact: Path, steps: list[dict]) -> float:
-    """Size on disk; for sparse models the compressed storage the sparsity pass reports."""
-    size = artifact.stat().st_size
-    for s in steps:
-        info = s.get("info") or {}
-        for key in ("compressed_bytes", "compressed_size_bytes"):
-            if isinstance(info.get(key), (int, float)) and info[key] > 0:
-                size = min(size, int(info[key]))
-    return size / 2 ** 20
+def _stored_size(artifact: Path, steps: list[dict]) -> tuple[float, str]:
+    """Size in MB of the file that ships and how it is stored: a model with sparse weights is
+    shipped gzip-compressed (its zeros shrink only there; `advisor apply` writes the same
+    file), any other model as it is."""
+    from advisor.fileio import gzip_copy
+    from advisor.sparse import leaves_sparse_weights
+
+    if leaves_sparse_weights(steps):
+        return gzip_copy(artifact).stat().st_size / 2 ** 20, "gzip"
+    return artifact.stat().st_size / 2 ** 20, "file"

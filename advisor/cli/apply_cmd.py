@@ -46,5 +46,8 @@ def apply_cmd(
     console.print(t)
     console.print(f"speed-up {res.before['p50_ms'] / res.after['p50_ms']:.2f}x, "
                   f"size {res.after['size_mb'] / res.before['size_mb']:.2f}x")
+    if res.after.get("size_stored_as") == "gzip":
+        console.print("size after: the gzip-compressed file (sparse weights shrink only when "
+                      "stored compressed; gunzip it on the device before loading)")
     for k, v in res.files.items():
         console.print(f"wrote {k}: {v}")

@@ -39,3 +39,56 @@ def test_csr_plan_is_measured_in_torch_and_sparse_conv_plan_in_onnxruntime(tmp_p
                  (1, 3, 32, 32))
     assert out["runtime"] == "onnxruntime"
     assert out["steps"][0]["info"]["latency_effect"].startswith("none")
+
+
+def test_sparse_model_ships_gzip_compressed_and_its_size_is_that_files(tmp_path):
+    import gzip
+    from pathlib import Path
+
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(3, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+    out = _trial(conv, [("prune_unstructured", {"sparsity": 0.9})], tmp_path / "sparse",
+                 (1, 3, 32, 32))
+    artifact = Path(out["artifact"])
+    shipped = artifact.with_name(artifact.name + ".gz")
+    m = out["measured"]
+    assert m["size_stored_as"] == "gzip" and "gzip" in out["note"]
+    assert m["size_mb"] == shipped.stat().st_size / 2 ** 20
+    assert gzip.decompress(shipped.read_bytes()) == artifact.read_bytes()  # loadable after gunzip
+    assert shipped.stat().st_size < 0.3 * artifact.stat().st_size  # the zeros shrink there
+
+    out = _trial(conv, [("prune_structured", {"ratio": 0.25})], tmp_path / "dense",
+                 (1, 3, 32, 32))
+    assert out["measured"]["size_stored_as"] == "file"
+    assert out["measured"]["size_mb"] == Path(out["artifact"]).stat().st_size / 2 ** 20
+    assert not list((tmp_path / "dense").rglob("*.gz"))
+
+
+def test_write_artifacts_adds_gzip_copies_only_for_sparse_weights(tmp_path):
+    import gzip
+
+    from advisor.runner import RunResult, write_artifacts
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)).eval()
+    sparse_steps = [{"pass": "prune_unstructured", "info": {"compressed_bytes": 100}}]
+    files = write_artifacts(RunResult(model, model, sparse_steps), tmp_path / "s", (1, 3, 8, 8))
+    for kind in ("onnx", "pt2"):
+        assert gzip.decompress(files[kind + "_gz"].read_bytes()) == files[kind].read_bytes()
+    files = write_artifacts(RunResult(model, model, [{"pass": "finetune", "info": {}}]),
+                            tmp_path / "d", (1, 3, 8, 8))
+    assert "onnx_gz" not in files and not list((tmp_path / "d").glob("*.gz"))
+
+
+def test_gzip_copy_never_overwrites_its_source(tmp_path):
+    import pytest
+
+    from advisor.errors import AdvisorError
+    from advisor.fileio import gzip_copy
+
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"\0" * 4096 + b"model")
+    assert gzip_copy(src).name == "m.onnx.gz"
+    with pytest.raises(AdvisorError, match="refusing to overwrite"):
+        gzip_copy(src, src)
+    assert src.read_bytes() == b"\0" * 4096 + b"model"
