@@ -58,7 +58,8 @@ def profile(model, *, target="cpu", arch=None, input_shape=None, trust_pickle=Fa
             batch_size: int = 1, progress: bool = True, processes: int = 3, **measure):
     """Measure `model` on `target`; returns a `Profile` (see advisor.measure.profile).
 
-    Like `advisor profile`, each runtime is measured in `processes` fresh workers (pooled)."""
+    Like `advisor profile`, each runtime is measured in `processes` fresh workers (p50 = median of
+    their p50s)."""
     from advisor.measure.profile import profile_model
 
     loaded = _load(model, arch, input_shape, trust_pickle)

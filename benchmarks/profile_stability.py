@@ -8,6 +8,11 @@ Each measurement's CPU share (CPU time / (wall time x threads) inside the worker
 worker was preempted and the host load are recorded: on a shared machine they explain most of
 the spread.
 
+The first row per target, `floor`, is a model that only adds 1 to the same input: its p50 is the
+runtime's fixed cost per call (session run, dispatch, copying the input). Each example's p50 is
+also given as a multiple of that floor: a speed-up measured on a model that is many times its
+floor is a change in work done, not in launch overhead.
+
     python benchmarks/profile_stability.py [--runs 3] [--targets cpu,edge-arm]
                                            [--models resnet,mobilenet,vgg] [--input-shape 1,3,32,32]
 """
@@ -25,6 +30,8 @@ from benchmarks._common import markdown_table, record  # noqa: E402
 
 
 def build(name: str):
+    if name == "floor":
+        return AddOne().eval()
     from advisor.examples.build import EXAMPLES
     from advisor.examples.models import FACTORIES
 
@@ -32,11 +39,28 @@ def build(name: str):
     return FACTORIES[name](**kwargs).eval()
 
 
+def _add_one_class():
+    import torch
+
+    class AddOne(torch.nn.Module):
+        """The cheapest model with the examples' input: one elementwise add."""
+
+        def forward(self, x):
+            return x + 1
+
+    return AddOne
+
+
+def AddOne():  # noqa: N802 - built lazily so importing this script does not import torch
+    return _add_one_class()()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--targets", default="cpu,edge-arm")
-    ap.add_argument("--models", default="resnet,mobilenet,vgg")
+    ap.add_argument("--models", default="floor,resnet,mobilenet,vgg",
+                    help="`floor` = one add on the same input: the runtime's cost per call")
     ap.add_argument("--input-shape", default="1,3,32,32")
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--max-seconds", type=float, default=10.0)
@@ -94,16 +118,23 @@ def main(argv: list[str] | None = None) -> int:
                          "load_max": max(loads) if loads else None, "runs": runs}
                 results.append(entry)
                 rows.append([model_name, target_name + (" (emulated)" if target.emulated else ""),
-                             rt, " / ".join(f"{x:.3f}" for x in p50s), med,
+                             rt, " / ".join(f"{x:.4g}" for x in p50s), med,
                              f"{spread * 100:.1f}%" if spread is not None else None,
                              "yes" if entry["within_5pct"] else "no",
                              f"{min(shares):.2f}" if shares else None,
                              f"{max(preempt):.0f}" if preempt else None,
                              f"{max(loads):.1f}" if loads else None])
+    floors = {(e["target"], e["runtime"]): e["median_ms"] for e in results
+                if e["model"] == "floor"}
+    for entry, row in zip(results, rows):
+        floor = floors.get((entry["target"], entry["runtime"]))
+        entry["x_floor"] = (round(entry["median_ms"] / floor, 1)
+                            if floor and entry["model"] != "floor" else None)
+        row.insert(5, f"{entry['x_floor']:g}x" if entry["x_floor"] else "—")
     host = detect_host()
     table = markdown_table(["model", "target", "runtime", "p50 per run (ms)", "median ms",
-                            "spread", "within 5%", "min CPU share", "max preempted/s",
-                            "max load"], rows)
+                            "x floor", "spread", "within 5%", "min CPU share",
+                            "max preempted/s", "max load"], rows)
     note = (f"\nInput {list(shape)}, {args.runs} profiles per model and target, "
             f"{args.repeats} repeats (max {args.max_seconds:g} s) each; host "
             f"{host.get('cpu_model')}, {host.get('cores_available')} cores; "

@@ -3,6 +3,7 @@ what it does *not* speed up), CSR Linear execution, iterative pruning with rewin
 initialization.
 
     .venv/bin/python benchmarks/pruning.py [--quick] [--only structured,unstructured,csr,imp,init]
+    .venv/bin/python benchmarks/pruning.py --only imp-seeds [--seeds 5] [--model resnet]
 
 Writes benchmarks/results/pruning.{json,md}.
 
@@ -13,6 +14,9 @@ Writes benchmarks/results/pruning.{json,md}.
   against the unpruned baseline in ONE fresh process in alternating blocks
   (`advisor.measure.latency.measure_speedup`): the baseline p50 is printed beside every row
   and the speed-up is the ratio of the fastest calls (robust on a shared 2-core host).
+- `imp-seeds` repeats one-shot vs IMP with learning-rate rewinding at 90% over several training
+  seeds (one test image is 0.28 points, so single runs differ by noise) and reports mean, spread
+  and paired wins; recorded as pruning-imp-seeds[-MODEL].
 - Accuracy: digits test split (359 images: one image = 0.28 points), right after pruning and
   after a short fine-tune (the shared loop, OneCycle). Training runs single-threaded.
 """
@@ -39,6 +43,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer settings and epochs")
     ap.add_argument("--only", default="structured,unstructured,csr,imp,init")
+    ap.add_argument("--seeds", type=int, default=5, help="training seeds for imp-seeds")
+    ap.add_argument("--model", default="resnet", choices=("resnet", "mobilenet", "vgg"),
+                    help="example to prune")
     args = ap.parse_args()
     parts = set(args.only.split(","))
     torch.set_num_threads(1)
@@ -49,8 +56,8 @@ def main() -> None:
     from advisor.targets import load_target
     from advisor.train import evaluate
 
-    example = ensure_examples(("resnet",))
-    model = load_model(str(example / "resnet.pt2")).module.eval()
+    example = ensure_examples((args.model,))
+    model = load_model(str(example / f"{args.model}.pt2")).module.eval()
     splits = load_digits_splits()
     data = {"train": loader(splits["train"], 64, shuffle=True), "val": loader(splits["val"], 256),
             "test": loader(splits["test"], 256)}
@@ -58,7 +65,7 @@ def main() -> None:
     dense_acc = evaluate(model, data["test"])
     bench = Bench(model, data, target, dense_acc)
     results: dict = {"dense_test_accuracy": dense_acc, "quick": args.quick}
-    md = [f"# Pruning benchmark\n\nResNet-style example, digits test accuracy of the dense "
+    md = [f"# Pruning benchmark\n\nExample `{args.model}`, digits test accuracy of the dense "
           f"model: **{dense_acc:.2%}** (359 test images). Latency: p50 ms at batch 1 on the "
           "`cpu` target; every candidate timed against the unpruned model in the same process "
           "(speed-up = ratio of the fastest calls)."]
@@ -75,6 +82,9 @@ def main() -> None:
     if "imp" in parts:
         results["imp"], text = bench.iterative(args.quick)
         md.append(text)
+    if "imp-seeds" in parts:
+        results["imp_seeds"], text = bench.iterative_seeds(args.seeds, args.quick)
+        md.append(text)
     if "init" in parts:
         results["at_init"], text = bench.at_init(args.quick)
         md.append(text)
@@ -82,6 +92,8 @@ def main() -> None:
     md.append(f"\nWhole run: {results['seconds'] / 60:.1f} min.")
     name = "pruning" if args.only == ap.get_default("only") else \
         "pruning-" + "-".join(sorted(parts))
+    if args.model != "resnet":
+        name += "-" + args.model
     record(name + ("-quick" if args.quick else ""), results, "\n\n".join(md))
 
 
@@ -93,8 +105,8 @@ class Bench:
             for rt in RUNTIMES:
                 self.baseline[(rt, res)] = export_for(model, OUT / f"base-{res}", shape, rt)
 
-    def ctx(self, budget: str = "finetune"):
-        return make_ctx(self.data, self.target, budget)
+    def ctx(self, budget: str = "finetune", seed: int = 0):
+        return make_ctx(self.data, self.target, budget, seed=seed)
 
     def test_acc(self, model) -> float:
         from advisor.train import evaluate
@@ -239,6 +251,73 @@ class Bench:
         return recs, text + markdown_table(["target", "method", "epochs", "sparsity",
                                             "test acc", "Δ pts", "s"], rows)
 
+    # ---- one-shot vs IMP over several seeds -------------------------------------------------
+    def iterative_seeds(self, seeds: int, quick: bool):
+        """Paired runs per training seed: the seed sets batch order and augmentation-free
+        shuffling of every method alike, so a per-seed difference compares the methods."""
+        from statistics import mean, stdev
+
+        from advisor.sparse import overall_sparsity
+        from advisor.train import evaluate
+
+        rounds, per_round = (2, 1) if quick else (3, 3)
+        total = rounds * per_round
+        sparsities = (0.9,) if quick else (0.9, 0.95)
+        # (label, rewind, epochs per round): one-shot gets one round's worth and the total;
+        # IMP gets the total split over rounds, and every round the one-shot budget (the
+        # lottery-ticket papers' comparison, where IMP costs `rounds` times more)
+        runs = [("one-shot", None, total), ("IMP-lr", "lr", per_round),
+                ("IMP-lr, full rounds", "lr", total)]
+        recs, per_method = [], {}
+        for sparsity in sparsities:
+            for seed in range(seeds):
+                for label, rewind, epochs in runs:
+                    print(f"{label} {sparsity:.0%} seed {seed}", flush=True)
+                    t = time.perf_counter()
+                    ctx = self.ctx(seed=seed)
+                    if rewind is None:
+                        pruned = run_pass("prune_unstructured", self.model, ctx,
+                                          sparsity=sparsity)
+                        model = run_pass("finetune", pruned.model, ctx, epochs=epochs).model
+                        spent = epochs
+                    else:
+                        model = run_pass("prune_unstructured_iterative", self.model, ctx,
+                                         sparsity=sparsity, rounds=rounds,
+                                         epochs_per_round=epochs, rewind=rewind).model
+                        spent = epochs * rounds
+                    rec = {"method": label, "target_sparsity": sparsity, "seed": seed,
+                           "epochs": spent, "sparsity": overall_sparsity(model),
+                           "test_acc": evaluate(model, self.data["test"]),
+                           "val_acc": evaluate(model, self.data["val"]),
+                           "seconds": round(time.perf_counter() - t, 1)}
+                    recs.append(rec)
+                    per_method.setdefault((sparsity, label), []).append(rec)
+        rows = []
+        for (sparsity, label), rs in per_method.items():
+            accs = [r["test_acc"] for r in rs]
+            base = {r["seed"]: r["test_acc"] for r in per_method[(sparsity, "one-shot")]}
+            diffs = [r["test_acc"] - base[r["seed"]] for r in rs]
+            wins = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs)
+            rows.append([f"{sparsity:.0%}", label, rs[0]["epochs"] if label == "one-shot"
+                         else f"{rounds} x {rs[0]['epochs'] // rounds}",
+                         " / ".join(f"{a:.2%}" for a in accs), f"{mean(accs):.2%}",
+                         f"{stdev(accs) * 100:.2f}" if len(accs) > 1 else "—",
+                         "—" if label == "one-shot" else f"{mean(diffs) * 100:+.2f}",
+                         "—" if label == "one-shot" else "{} / {} / {}".format(*wins),
+                         f"{mean(r['val_acc'] for r in rs):.2%}",
+                         f"{mean(r['seconds'] for r in rs):.0f}"])
+        text = ("## One-shot vs IMP with learning-rate rewinding, several seeds\n\n"
+                f"{seeds} training seeds, each shared by all methods (paired). One-shot: prune "
+                f"to the target, fine-tune {total} epochs (OneCycle). IMP-lr: {rounds} rounds "
+                "removing the same share of the remaining weights, each round retrained with "
+                "the whole learning-rate schedule from the current weights; first the same "
+                "total epochs as one-shot, then every round the whole one-shot budget. "
+                f"Dense test accuracy {self.dense_acc:.2%}.\n\n")
+        headers = ["target", "method", "epochs", "test acc per seed", "mean", "std (pts)",
+                   "mean Δ vs one-shot (pts)", "wins / ties / losses vs one-shot",
+                   "mean val acc", "s per run"]
+        return recs, text + markdown_table(headers, rows)
+
     # ---- pruning at initialization ------------------------------------------------------------
     def at_init(self, quick: bool):
         epochs = 4 if quick else 15
@@ -322,13 +401,13 @@ def csr_linear(data, quick: bool):
 
 # ---- helpers -------------------------------------------------------------------------------
 
-def make_ctx(data, target, budget: str, shape=SHAPES["32"]):
+def make_ctx(data, target, budget: str, shape=SHAPES["32"], seed: int = 0):
     from advisor.passes.base import PassContext, RetrainBudget
 
     return PassContext(example_inputs=(torch.zeros(shape),), input_shape=shape,
                        train_loader=data["train"], val_loader=data["val"],
                        calib_loader=data["train"], budget=RetrainBudget(budget), target=target,
-                       workdir=OUT / "work", progress=False)
+                       workdir=OUT / "work", progress=False, seed=seed)
 
 
 if __name__ == "__main__":

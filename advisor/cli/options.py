@@ -25,7 +25,8 @@ WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up
 MaxSecondsOpt = Annotated[float, typer.Option("--max-seconds", min=0.1,
                                               help="Time budget of the timed repeats per runtime.")]
 ProcessesOpt = Annotated[int, typer.Option(
-    "--processes", min=1, help="Fresh worker processes per runtime, samples pooled "
-                               "(process-to-process variation dominates sub-ms latencies).")]
+    "--processes", min=1, help="Fresh worker processes per runtime; p50 is the median of "
+                               "their p50s (process-to-process variation dominates sub-ms "
+                               "latencies).")]
 RuntimeOpt = Annotated[Optional[list[str]], typer.Option(
     "--runtime", help="Measure only this runtime of the target (torch or onnxruntime); repeatable.")]

@@ -287,7 +287,7 @@ def profile_model(loaded, target, *, batch_size: int = 1, runtimes: list[str] | 
                      "max_seconds": max_seconds, "processes": int(processes),
                      "batch_size": int(batch_size),
                      "input_shape": list(shape), "isolation": "fresh subprocess per runtime" + (
-                         f" (x{processes}, samples pooled)" if processes > 1 else ""),
+                         f" (x{processes}: p50 = median of the workers' p50s, other statistics pooled)" if processes > 1 else ""),
                      "timer": "cuda events" if target.device == "cuda" else
                      "perf_counter under torch.inference_mode / session.run",
                      "emulated": target.emulated},
@@ -362,7 +362,7 @@ def _stats_entry(s: LatencyStats) -> dict[str, Any]:
             "cpu_share": s.cpu_share, "preemptions_per_s": s.preemptions_per_s,
             "load_average": s.load_average, "timer": s.timer,
             "emulated": s.emulated, "worker_pid": s.pid, "processes": max(1, len(s.process_p50s)),
-            "process_p50s": s.process_p50s}
+            "process_p50s": s.process_p50s, "pooled_p50": r4(s.pooled_p50)}
 
 
 def _primary(names: list[str], entries: dict, target, warnings: list[str]) -> str:

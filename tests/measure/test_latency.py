@@ -99,7 +99,10 @@ def test_several_processes_pool_their_samples(tiny_artifacts, one_thread_target)
     s = measure_latency(tiny_artifacts["onnx"], "onnxruntime", tiny_artifacts["shape"],
                         target=one_thread_target, warmup=2, repeats=7, processes=3)
     assert len(s.process_p50s) == 3 and s.runs >= 21
-    assert min(s.process_p50s) <= s.p50 <= max(s.process_p50s) * 1.5
+    # the median worker, robust to one slow one (process_p50s are rounded to 4 decimals)
+    assert s.p50 == pytest.approx(sorted(s.process_p50s)[1], abs=1e-4)
+    assert s.pooled_p50 is not None
+    assert min(s.process_p50s) - 1e-4 <= s.pooled_p50 <= max(s.process_p50s) + 1e-4
     with pytest.raises(LatencyError):
         measure_latency(tiny_artifacts["onnx"], "onnxruntime", tiny_artifacts["shape"],
                         processes=0)
