@@ -50,10 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         from rich.console import Console
+        from rich.markup import escape
+
+        # messages quote paths and settings ("[calibration=minmax]"): printed as written
         err = Console(stderr=True)
-        err.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
         if e.hint:
-            err.print(f"[yellow]hint:[/] {e.hint}", highlight=False, soft_wrap=True)
+            err.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -26,12 +26,12 @@ def apply_cmd(
                                "architecture, a data hook); repeatable. Importing runs code.")] = None,
 ) -> None:
     """Replay PLAN on MODEL deterministically, write the optimized model, and show before/after."""
-    from rich.console import Console
+    from advisor.cli.render import stdout_console
     from rich.table import Table
 
     from advisor.api import apply_plan
 
-    console = Console()
+    console = stdout_console()
     with console.status("applying the plan and re-measuring..."):
         res = apply_plan(model, plan, out=out, target=target, train_data=train_data,
                          calib_data=data, arch=arch, input_shape=input_shape,
@@ -50,4 +50,4 @@ def apply_cmd(
         console.print("size after: the gzip-compressed file (sparse weights shrink only when "
                       "stored compressed; gunzip it on the device before loading)")
     for k, v in res.files.items():
-        console.print(f"wrote {k}: {v}")
+        console.print(f"wrote {k}: {v}", markup=False, highlight=False)

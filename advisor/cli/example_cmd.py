@@ -24,13 +24,13 @@ def example_cmd(
     force: Annotated[bool, typer.Option("--force", help="Overwrite example files already in --out.")] = False,
 ) -> None:
     """Train example models on scikit-learn's digits and write .pt2 models plus data splits."""
-    from rich.console import Console
+    from advisor.cli.render import stdout_console
 
     from advisor.examples.build import write_examples
 
     names = _model_names(models)
     _refuse_overwrite(out, names, force)
-    console = Console()
+    console = stdout_console()
     console.print(f"training {', '.join(names)} on digits (32x32, 3 channels) → {out}",
                   soft_wrap=True, highlight=False)
     results = write_examples(out, names=names, epochs=epochs, progress=True)

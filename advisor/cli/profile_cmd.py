@@ -32,8 +32,7 @@ def profile_cmd(
     runtime: RuntimeOpt = None,
 ) -> None:
     """Measure MODEL on the target: latency per runtime, memory, size, FLOPs and hot spots."""
-    from rich.console import Console
-
+    from advisor.cli.render import stdout_console
     from advisor.errors import TargetError
     from advisor.fileio import write_json_atomic
     from advisor.measure.profile import profile_model
@@ -52,10 +51,10 @@ def profile_cmd(
     prof = profile_model(loaded, tgt, batch_size=batch_size, runtimes=runtime, warmup=warmup,
                          repeats=repeats, max_seconds=max_seconds, processes=processes,
                          progress=True)
-    print_profile(prof, Console())
+    print_profile(prof, stdout_console())
     if json_out is not None:
         path = write_json_atomic(Path(json_out), prof.to_json())
-        Console().print(f"wrote {path}", highlight=False, soft_wrap=True)
+        stdout_console().print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 def _mb(x) -> str:
@@ -73,10 +72,12 @@ def _count(n) -> str:
 
 def print_profile(prof, console=None) -> None:
     """The rich tables of a Profile: runtimes, model, hot spots, host, warnings."""
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    c = console or Console()
+    from advisor.cli.render import stdout_console
+
+    c = console or stdout_console()
     t = prof.target
     label = f"{t['name']}" + (" [bold yellow](emulated)[/]" if t.get("emulated") else "")
     limits = t.get("limits") or {}
@@ -129,4 +130,4 @@ def print_profile(prof, console=None) -> None:
         c.print("[yellow]emulated:[/] measured on this host under the target's limits; "
                 "relative differences carry over better than absolute times", soft_wrap=True)
     for w in prof.warnings:
-        c.print(f"[yellow]note:[/] {w}", soft_wrap=True, highlight=False)
+        c.print(f"[yellow]note:[/] {escape(w)}", soft_wrap=True, highlight=False)

@@ -1,13 +1,29 @@
 """Terminal rendering of an analysis: live progress while it runs, a rich summary after."""
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 _STAGES = {"baseline": "measuring the baseline on the target", "decide": "applying the rules",
            "search": "trying candidates", "confirm": "confirming on the held-out split",
            "apply": "writing the optimized model"}
+
+
+# piped or redirected output has no terminal width; rich then assumes 80 columns and wraps the
+# candidates table one word per line, so such output gets room unless COLUMNS says otherwise
+PIPED_WIDTH = 140
+
+
+def stdout_console() -> Console:
+    """The console for a command's results: the terminal's width, or PIPED_WIDTH when piped."""
+    console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(width=PIPED_WIDTH)
+    return console
 
 
 class Reporter:
@@ -49,7 +65,7 @@ def _pct(x) -> str:
 
 
 def print_analysis(result, console: Console | None = None) -> None:
-    c = console or Console()
+    c = console or stdout_console()
     r = result.report
     b = r["baseline"]
     verified = r["data"]["verified"]
@@ -68,16 +84,18 @@ def print_analysis(result, console: Console | None = None) -> None:
     for cand in r["candidates"]:
         m = cand.get("measured") or {}
         if cand["status"] != "ok":
-            t.add_row(cand["id"], cand["name"], f"[red]{cand['status']}[/]", "", "", "", "",
-                      "", (cand.get("error") or "")[:60])
+            t.add_row(cand["id"], escape(cand["name"]), f"[red]{cand['status']}[/]", "", "", "",
+                      "", "", escape((cand.get("error") or "")[:60]))
             continue
         quality = _pct(m.get("accuracy")) if verified else \
             _pct((m.get("agreement") or {}).get("top1_agreement"))
-        t.add_row(cand["id"], cand["name"], "ok", m.get("runtime", ""),
+        # names carry their settings in brackets ("int8 static [calibration=minmax]"), which
+        # rich would take for markup and drop: every text from the report is escaped
+        t.add_row(cand["id"], escape(cand["name"]), "ok", m.get("runtime", ""),
                   f"{m['latency_ms']['p50']:.3f}", f"{m.get('speedup') or 0:.2f}x",
                   f"{m['size_mb']:.2f}", quality,
                   "[green]yes[/]" if cand["meets_constraints"] else
-                  f"[yellow]no[/] {'; '.join(cand['violations'])[:50]}")
+                  f"[yellow]no[/] {escape('; '.join(cand['violations'])[:50])}")
     c.print(t)
     chosen = r.get("chosen")
     if chosen:
@@ -87,17 +105,17 @@ def print_analysis(result, console: Console | None = None) -> None:
                f"(baseline {_pct(b.get('accuracy_test'))})") if verified else \
             "accuracy unverified (no --data): agreement with the original " + \
             _pct((m.get('agreement') or {}).get('top1_agreement'))
-        c.print(Panel(f"[bold]{chosen['name']}[/]  ({steps})\n"
+        c.print(Panel(f"[bold]{escape(chosen['name'])}[/]  ({steps})\n"
                       f"{m['speedup']:.2f}x faster, {1 / m['size_ratio']:.2f}x smaller, {acc}",
                       title="recommendation", border_style="green"))
     else:
         names = [x["name"] for x in r["candidates"] if x["id"] in r.get("closest", [])]
-        c.print(Panel("No plan met every constraint. Closest: " + (", ".join(names) or "none") +
+        c.print(Panel("No plan met every constraint. Closest: " + (escape(", ".join(names)) or "none") +
                       ".\nEverything measured is kept in the report; a retraining budget "
                       "(--retrain finetune --train-data ...) or a larger --max-drop widens the options.",
                       title="recommendation", border_style="yellow"))
     for w in r.get("warnings", []):
-        c.print(f"[yellow]note:[/] {w}")
+        c.print(f"[yellow]note:[/] {escape(w)}")
     if result.files:
         for k, v in result.files.items():
-            c.print(f"wrote {k}: {v}")
+            c.print(f"wrote {k}: {escape(str(v))}")

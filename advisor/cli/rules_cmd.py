@@ -7,7 +7,7 @@ from advisor.cli import app
 @app.command("rules")
 def rules_cmd() -> None:
     """Print the rules the advisor uses to choose techniques, with what each says."""
-    from rich.console import Console
+    from advisor.cli.render import stdout_console
     from rich.table import Table
 
     from advisor.decide.rules import rule_table
@@ -17,4 +17,4 @@ def rules_cmd() -> None:
     t.add_column("what it says")
     for row in rule_table():
         t.add_row(row["rule"], row["summary"])
-    Console().print(t)
+    stdout_console().print(t)

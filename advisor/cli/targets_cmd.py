@@ -18,7 +18,7 @@ def targets_cmd(
     target: Annotated[Optional[str], typer.Argument(help="Show one target (name or .toml path) with its notes.")] = None,
 ) -> None:
     """List deployment targets: runtimes, threads, memory, precisions, sparse kernels, availability."""
-    from rich.console import Console
+    from advisor.cli.render import stdout_console
     from rich.table import Table
 
     from advisor.targets import detect_host, list_targets, load_target, target_available
@@ -41,7 +41,7 @@ def targets_cmd(
             f"{t.memory_budget_mb:g} MB" if t.memory_budget_mb else "—",
             "\n".join(t.precisions), " ".join(t.sparse_kernels) or "none",
             "[green]yes[/]" if ok else "[red]no[/]")
-    console = Console()
+    console = stdout_console()
     console.print(table)
     for line in reasons:
         console.print(line, soft_wrap=True, highlight=False)

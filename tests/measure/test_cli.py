@@ -64,3 +64,20 @@ def test_targets_command_lists_and_marks_availability(capsys):
     if not torch.cuda.is_available():
         assert "gpu: unavailable" in text and "no CUDA GPU" in text
     assert "edge-arm: available" in text and "emulated" in text
+
+
+def test_piped_output_gets_room_for_tables_unless_columns_is_set(monkeypatch, capsys):
+    """Redirected output has no terminal width: rich would assume 80 columns and wrap the
+    targets table; the CLI widens it, and an explicit COLUMNS still wins."""
+    from advisor.cli.render import PIPED_WIDTH
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert main(["targets"]) == 0
+    wide = capsys.readouterr().out
+    header = next(line for line in wide.splitlines() if line.startswith("name"))
+    assert "runtimes" in header and len(header.rstrip()) <= PIPED_WIDTH  # not folded at 80
+    monkeypatch.setenv("COLUMNS", "70")
+    assert main(["targets"]) == 0
+    narrow = capsys.readouterr().out
+    assert "runtimes" not in narrow  # the column was folded to fit 70 columns, as asked
+    assert len(narrow.splitlines()) > len(wide.splitlines())
