@@ -30,29 +30,21 @@ from benchmarks._common import markdown_table, record  # noqa: E402
 
 
 def build(name: str):
+    import torch
+
     if name == "floor":
+        class AddOne(torch.nn.Module):
+            """The cheapest model with the examples' input: one elementwise add."""
+
+            def forward(self, x):
+                return x + 1
+
         return AddOne().eval()
     from advisor.examples.build import EXAMPLES
     from advisor.examples.models import FACTORIES
 
     kwargs = EXAMPLES.get(name, ({},))[0]
     return FACTORIES[name](**kwargs).eval()
-
-
-def _add_one_class():
-    import torch
-
-    class AddOne(torch.nn.Module):
-        """The cheapest model with the examples' input: one elementwise add."""
-
-        def forward(self, x):
-            return x + 1
-
-    return AddOne
-
-
-def AddOne():  # noqa: N802 - built lazily so importing this script does not import torch
-    return _add_one_class()()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{max(preempt):.0f}" if preempt else None,
                              f"{max(loads):.1f}" if loads else None])
     floors = {(e["target"], e["runtime"]): e["median_ms"] for e in results
-                if e["model"] == "floor"}
+              if e["model"] == "floor"}
     for entry, row in zip(results, rows):
         floor = floors.get((entry["target"], entry["runtime"]))
         entry["x_floor"] = (round(entry["median_ms"] / floor, 1)

@@ -26,10 +26,10 @@ def apply_cmd(
                                "architecture, a data hook); repeatable. Importing runs code.")] = None,
 ) -> None:
     """Replay PLAN on MODEL deterministically, write the optimized model, and show before/after."""
-    from advisor.cli.render import stdout_console
     from rich.table import Table
 
     from advisor.api import apply_plan
+    from advisor.cli.render import stdout_console
 
     console = stdout_console()
     with console.status("applying the plan and re-measuring..."):

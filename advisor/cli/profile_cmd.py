@@ -51,10 +51,11 @@ def profile_cmd(
     prof = profile_model(loaded, tgt, batch_size=batch_size, runtimes=runtime, warmup=warmup,
                          repeats=repeats, max_seconds=max_seconds, processes=processes,
                          progress=True)
-    print_profile(prof, stdout_console())
+    console = stdout_console()
+    print_profile(prof, console)
     if json_out is not None:
         path = write_json_atomic(Path(json_out), prof.to_json())
-        stdout_console().print(f"wrote {path}", highlight=False, soft_wrap=True)
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 def _mb(x) -> str:

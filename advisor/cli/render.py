@@ -70,7 +70,8 @@ def print_analysis(result, console: Console | None = None) -> None:
     b = r["baseline"]
     verified = r["data"]["verified"]
     tgt = r["target"]["name"] + (" (emulated)" if r["target"].get("emulated") else "")
-    c.print(f"[bold]model[/] {r['model']['path']}  [bold]target[/] {tgt}  "
+    c.print(f"[bold]model[/] {escape(str(r['model']['path']))}  "
+            f"[bold]target[/] {escape(tgt)}  "
             f"[bold]goal[/] {r['factors']['goal']}  [bold]max drop[/] "
             f"{r['factors']['max_drop']:g} pts  [bold]retrain[/] {r['factors']['retrain']}")
     t = Table(title="candidates (measured on the target)")

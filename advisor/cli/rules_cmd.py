@@ -7,8 +7,9 @@ from advisor.cli import app
 @app.command("rules")
 def rules_cmd() -> None:
     """Print the rules the advisor uses to choose techniques, with what each says."""
-    from advisor.cli.render import stdout_console
     from rich.table import Table
+
+    from advisor.cli.render import stdout_console
 
     from advisor.decide.rules import rule_table
 

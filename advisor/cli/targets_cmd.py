@@ -18,9 +18,9 @@ def targets_cmd(
     target: Annotated[Optional[str], typer.Argument(help="Show one target (name or .toml path) with its notes.")] = None,
 ) -> None:
     """List deployment targets: runtimes, threads, memory, precisions, sparse kernels, availability."""
-    from advisor.cli.render import stdout_console
     from rich.table import Table
 
+    from advisor.cli.render import stdout_console
     from advisor.targets import detect_host, list_targets, load_target, target_available
 
     targets = [load_target(target)] if target else list_targets()

@@ -287,7 +287,8 @@ def profile_model(loaded, target, *, batch_size: int = 1, runtimes: list[str] | 
                      "max_seconds": max_seconds, "processes": int(processes),
                      "batch_size": int(batch_size),
                      "input_shape": list(shape), "isolation": "fresh subprocess per runtime" + (
-                         f" (x{processes}: p50 = median of the workers' p50s, other statistics pooled)" if processes > 1 else ""),
+                         f" (x{processes}: p50 = median of the workers' p50s, other statistics "
+                         "pooled)" if processes > 1 else ""),
                      "timer": "cuda events" if target.device == "cuda" else
                      "perf_counter under torch.inference_mode / session.run",
                      "emulated": target.emulated},
