@@ -18,12 +18,11 @@ The format is recognised by content (magic bytes, zip member names), not by the 
 rewrite; a torch.export graph holds aten calls only.
 
 Safety. `torch.load(weights_only=True)` is used for every torch.save file; a file that needs
-full unpickling is refused unless `trust_pickle=True`. `torch.export.load` is not safe on an
-untrusted file either — it falls back to full unpickling for pickled weights/constants, legacy
-layouts and sample inputs, loads AOTInductor shared libraries, evaluates symbolic-shape strings
-with `sympy.sympify` (an `eval`) and compiles `guards_code` into Python — so without
-`trust_pickle` a `.pt2` is scanned first (`pt2_hazards`) and refused if any of those routes is
-present. Factories named inside a file are only imported when they are on `FACTORY_ALLOWLIST`
+full unpickling is refused unless `trust_pickle=True`, naming the global it would need.
+`torch.export.load` is not safe on an untrusted file either, so without `trust_pickle` a `.pt2`
+is scanned by `advisor.pt2_safety` (its docstring has the threat model: every route by which
+torch can unpickle, exec or eval, and how each is closed), refused if any route is present, and
+torch loads an in-memory archive rebuilt from the scanned bytes, never the file itself. Factories named inside a file are only imported when they are on `FACTORY_ALLOWLIST`
 (the built-in examples) or the user names one with `--arch`: a file could name `os:system`.
 
 After loading, one forward pass with zeros of the input shape checks that the model accepts it.
@@ -32,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import io
 import json
 import logging
 import math
@@ -40,7 +38,6 @@ import os
 import pickle
 import re
 import sys
-import tokenize
 import types
 import warnings
 import zipfile
@@ -52,6 +49,7 @@ import torch
 from torch import nn
 
 from advisor.errors import AdvisorError, InputShapeError, ModelLoadError
+from advisor.pt2_safety import pt2_hazards, scan_pt2
 
 __all__ = ["LoadedModel", "load_model", "parse_input_shape", "import_factory", "import_object",
            "model_summary", "detect_format", "pt2_hazards", "FACTORY_ALLOWLIST"]
@@ -334,13 +332,15 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
         with _quiet():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e) and "Unsupported class" not in str(e):
+        needed = _refused_global(e)
+        if needed is None:
             raise ModelLoadError(f"{path} is corrupt or truncated ({_weights_only_reason(e)})",
                                  "save or copy the model again") from e
         if not trust_pickle:
             raise ModelLoadError(
                 f"{path} is a pickled Python object (a whole nn.Module?), and unpickling runs "
-                "arbitrary code: refused",
+                f"arbitrary code: it needs the global {needed}, which weights-only loading does "
+                "not allow: refused",
                 f"convert it where it was made: {PT2_HINT}; or, only if you trust the file, pass "
                 "--trust-pickle") from e
     except Exception as e:
@@ -352,6 +352,21 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
     except Exception as e:
         raise ModelLoadError(f"unpickling {path} failed: {type(e).__name__}: {_first_line(e)}",
                              "the classes it references must be importable here") from e
+
+
+_REFUSED_GLOBAL = (re.compile(r"GLOBAL ([\w.]+) (?:was not an allowed global|whose module)"),
+                   re.compile(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)"),
+                   re.compile(r"(?:call reduce for|unsupported GLOBAL) ([\w.]+)"))
+
+
+def _refused_global(e: Exception) -> str | None:
+    """The global a weights-only load refused (e.g. 'posix.system'), None for a broken file."""
+    text = str(e)
+    for pattern in _REFUSED_GLOBAL:
+        m = pattern.search(text)
+        if m:
+            return m.group(1).rstrip(".")
+    return None
 
 
 def _weights_only_reason(e: Exception) -> str:
@@ -404,7 +419,7 @@ def _load_torchscript(path: Path, *, arch, trust_pickle, input_shape) -> LoadedM
         raise ModelLoadError(f"{path} is a TorchScript archive that cannot be loaded: "
                              f"{_first_line(e)}", "save it again, or export a .pt2") from e
     meta = _pt2_metadata(extra.get(META_FILE), path)
-    shape = tuple(meta["input_shape"]) if meta.get("input_shape") else None
+    shape = _recorded_shape(meta, path, input_shape)
     return LoadedModel(path, "torchscript", module.eval(), None, shape, meta, False)
 
 
@@ -449,24 +464,26 @@ def _onnx_shape(value_info) -> tuple[int, ...] | None:
 # ---- .pt2 ---------------------------------------------------------------------------------------
 
 def _load_pt2(path: Path, *, arch, trust_pickle, input_shape) -> LoadedModel:
+    source: Any = str(path)  # trusted: torch reads the file as it is
     if not trust_pickle:
-        hazards = pt2_hazards(path)
-        if hazards:
+        scan = scan_pt2(path)
+        if scan.hazards:
             raise ModelLoadError(
-                f"{path} may run code when loaded ({'; '.join(hazards[:3])}): refused",
+                f"{path} may run code when loaded ({'; '.join(scan.hazards[:3])}): refused",
                 "re-export it with torch.export.save from a trusted model; or, only if you "
                 "trust the file, pass --trust-pickle")
+        source = scan.repack()  # torch loads exactly the bytes the scan read
     extra = {META_FILE: ""}
     try:
         with _quiet():
-            ep = torch.export.load(str(path), extra_files=extra)
+            ep = torch.export.load(source, extra_files=extra)
     except Exception as e:
         raise ModelLoadError(f"{path} is a .pt2 archive that cannot be loaded: "
                              f"{type(e).__name__}: {_first_line(e)}",
                              "export it again with this torch version "
                              f"({torch.__version__.split('+')[0]})") from e
     meta = _pt2_metadata(extra.get(META_FILE), path)
-    shape = tuple(meta["input_shape"]) if meta.get("input_shape") else _ep_input_shape(ep)
+    shape = _recorded_shape(meta, path, input_shape) or _ep_input_shape(ep)
     loaded = LoadedModel(path, "pt2", None, None, shape, meta, False)
     spec = arch or (meta.get("arch") if meta.get("arch") in FACTORY_ALLOWLIST else None)
     if meta.get("arch") and not spec:
@@ -491,10 +508,47 @@ def _pt2_metadata(text: str | None, path: Path) -> dict:
         return {}
     try:
         meta = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{path}: its {META_FILE} metadata is not valid JSON ({e})",
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ModelLoadError(f"{path}: its {META_FILE} metadata (extra/{META_FILE}) is not valid "
+                             f"JSON ({_first_line(e)})",
                              "export it again with advisor.export.save_pt2") from e
-    return meta if isinstance(meta, dict) else {}
+    if not isinstance(meta, dict):
+        return {}
+    if "arch" in meta and not isinstance(meta["arch"], str):
+        meta.setdefault("notes", []).append(f"the arch recorded in {META_FILE} is not a string; "
+                                            "it was ignored")
+        meta.pop("arch")
+    if not isinstance(meta.get("notes", []), list):
+        meta["notes"] = []
+    return meta
+
+
+def _recorded_shape(meta: dict, path: Path, explicit) -> tuple[int, ...] | None:
+    """The input shape in the file's metadata, checked: a list of positive integers. A bad one is
+    an InputShapeError, or ignored with a note when the user passed --input-shape."""
+    value = meta.get("input_shape")
+    if value is None:
+        return None
+    if isinstance(value, list) and value and all(
+            type(d) is int and 0 < d < 2 ** 31 for d in value):
+        return tuple(value)
+    text = json.dumps(value)[:60] if _jsonable(value) else repr(value)[:60]
+    if explicit:
+        meta.setdefault("notes", []).append(
+            f"the input_shape recorded in {META_FILE} ({text}) is not a list of positive "
+            "integers; it was ignored")
+        return None
+    raise InputShapeError(f"{path}: the input_shape recorded in its {META_FILE} metadata ({text})"
+                          " is not a list of positive integers",
+                          f"pass the shape the model expects, e.g. {SHAPE_HINT}")
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
 
 
 def _rebuild_from_ep(ep, spec: str, kwargs: dict, shape, *, strict: bool, path: Path,
@@ -579,135 +633,6 @@ def _frozen_train(self, mode: bool = True):
                                   "its train/eval behaviour was fixed at export; rebuild it "
                                   "from its architecture (--arch) to train")
     return self
-
-
-_PT2_MODELS = re.compile(r"^models/(\w+)\.json$")
-_SAFE_OPERATOR = frozenset(
-    "add sub mul truediv floordiv mod pow neg pos abs eq ne lt le gt ge and_ or_ xor not_ "
-    "invert getitem".split())
-_SAFE_OP_TARGET = re.compile(r"^(torch\.ops\.[A-Za-z_]\w*\.[A-Za-z_]\w*(\.[A-Za-z_]\w*)?"
-                             r"|math\.[a-z]\w*|_operator\.(\w+))$")
-_EXPR_NAMES = frozenset(
-    "Symbol Integer Rational Float Max Min Abs Mul Add Pow Mod Eq Ne Lt Le Gt Ge And Or Not "
-    "StrictLessThan StrictGreaterThan LessThan GreaterThan Equality Unequality Piecewise ITE "
-    "sqrt floor ceiling oo zoo nan true false True False None integer positive nonnegative "
-    "negative nonpositive real finite zero commutative FloorDiv ModularIndexing Where "
-    "PythonMod CleanDiv CeilToInt FloorToInt CeilDiv LShift RShift PowByNatural FloatPow "
-    "FloatTrueDiv IntTrueDiv IsNonOverlappingAndDenseIndicator TruncToFloat TruncToInt "
-    "RoundToInt RoundDecimal ToFloat Identity L args size stride storage_offset dim and or not "
-    "is in".split())
-_SYMBOL_NAME = re.compile(r"^[a-z]{1,4}\d+$")
-
-
-def pt2_hazards(path: Path) -> list[str]:
-    """Reasons why `torch.export.load(path)` could run code from the file (empty: none found).
-
-    Checks the routes torch 2.x takes: pickled weights/constants, custom/opaque objects, legacy
-    layouts, AOTInductor libraries, sample inputs needing full unpickling, node targets outside
-    torch operators, and strings that reach `sympy.sympify` or the generated guard function.
-    """
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        roots = {n.split("/", 1)[0] for n in names}
-        if len(roots) != 1 or any("/" not in n for n in names):
-            return ["not the torch.export archive layout (legacy or hand-made)"]
-        root = roots.pop() + "/"
-        rel = {n[len(root):]: n for n in names}
-        read = lambda r: zf.read(rel[r])  # noqa: E731
-        if rel.get("archive_format") is None or read("archive_format") != b"pt2":
-            return ["no 'archive_format: pt2' marker"]
-        hazards: list[str] = []
-        if any(r.startswith("data/aotinductor/") for r in rel):
-            hazards.append("it contains AOTInductor native code")
-        models = [m.group(1) for r in rel if (m := _PT2_MODELS.match(r))]
-        if not models:
-            hazards.append("no exported program inside")
-        for name in models:
-            hazards += _payload_hazards(rel, read, name)
-            hazards += _program_hazards(json.loads(read(f"models/{name}.json")))
-    return list(dict.fromkeys(hazards))
-
-
-def _payload_hazards(rel: dict, read, model: str) -> list[str]:
-    out = []
-    for kind in ("weights", "constants"):
-        if f"data/{kind}/{model}.pt" in rel:
-            out.append(f"legacy pickled {kind}")
-        cfg_name = f"data/{kind}/{model}_{kind}_config.json"
-        if cfg_name not in rel:
-            continue
-        config = json.loads(read(cfg_name)).get("config", {})
-        for fqn, entry in config.items():
-            if entry.get("use_pickle"):
-                out.append(f"pickled {kind} ({fqn})")
-            if kind == "constants" and not str(entry.get("path_name", "")).startswith("tensor_"):
-                out.append(f"a custom Python object constant ({fqn})")
-    sample = f"data/sample_inputs/{model}.pt"
-    if sample in rel:
-        try:
-            with _quiet():
-                torch.load(io.BytesIO(read(sample)), weights_only=True)
-        except Exception:
-            out.append("sample inputs that need full unpickling")
-    return out
-
-
-def _program_hazards(program: dict) -> list[str]:
-    out = []
-    for guard in program.get("guards_code") or []:
-        if not _safe_expression(str(guard)):
-            out.append(f"guard code {str(guard)[:60]!r}")
-    for kind, value in _walk(program):
-        if kind == "target" and not _safe_target(value):
-            out.append(f"a call to {value[:60]!r}, not a torch operator")
-        elif kind == "expr" and not _safe_expression(value):
-            out.append(f"a symbolic expression {value[:60]!r}")
-    graph = program.get("graph_module", {}).get("graph", {})
-    if graph.get("custom_obj_values"):
-        out.append("custom Python objects")
-    return out
-
-
-def _walk(obj: Any):
-    """Yield ('target', str) for graph nodes and ('expr', str) for sympy expression strings."""
-    stack = [obj]
-    while stack:
-        o = stack.pop()
-        if isinstance(o, dict):
-            if isinstance(o.get("target"), str) and "inputs" in o and "outputs" in o:
-                yield "target", o["target"]
-            if isinstance(o.get("expr_str"), str):
-                yield "expr", o["expr_str"]
-            stack.extend(o.values())
-        elif isinstance(o, list):
-            stack.extend(o)
-
-
-def _safe_target(target: str) -> bool:
-    m = _SAFE_OP_TARGET.match(target)
-    if not m or "__" in target:
-        return False
-    return m.group(3) is None or m.group(3) in _SAFE_OPERATOR
-
-
-def _safe_expression(text: str) -> bool:
-    """Only arithmetic on whitelisted names, plain numbers and identifier-like strings, so
-    nothing reachable from `eval` can call into Python (no dunders, no builtins)."""
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
-    except (tokenize.TokenError, SyntaxError, IndentationError):
-        return False
-    for tok in tokens:
-        if tok.type == tokenize.NAME:
-            if tok.string not in _EXPR_NAMES and not _SYMBOL_NAME.match(tok.string):
-                return False
-        elif tok.type == tokenize.STRING:
-            if not re.fullmatch(r"'[A-Za-z_]\w*'|\"[A-Za-z_]\w*\"", tok.string):
-                return False
-        elif tok.type not in (tokenize.OP, tokenize.NUMBER, tokenize.NEWLINE, tokenize.NL,
-                              tokenize.ENDMARKER):
-            return False
-    return True
 
 
 _LOADERS: dict[str, Callable[..., LoadedModel]] = {

@@ -98,6 +98,23 @@ def rewrite_zip(src: Path, dst: Path, edit) -> Path:
     return dst
 
 
+def read_members(src: Path) -> tuple[str, list[tuple[str, bytes]]]:
+    """(archive root, [(relative name, bytes)]) of a .pt2 in archive order."""
+    with zipfile.ZipFile(src) as zin:
+        names = zin.namelist()
+        root = names[0].split("/", 1)[0]
+        return root, [(n[len(root) + 1:], zin.read(n)) for n in names]
+
+
+def write_entries(dst: Path, entries) -> Path:
+    """Write raw zip entries [(full name, bytes)] as given: duplicates, odd names and all."""
+    with warnings.catch_warnings(), zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        warnings.simplefilter("ignore")  # "Duplicate name"
+        for name, data in entries:
+            zout.writestr(zipfile.ZipInfo(name), data)
+    return dst
+
+
 def edit_json(data: bytes, fn) -> bytes:
     obj = json.loads(data)
     fn(obj)
@@ -120,5 +137,6 @@ def helpers():
     import types
 
     return types.SimpleNamespace(rewrite_zip=rewrite_zip, edit_json=edit_json,
+                                 read_members=read_members, write_entries=write_entries,
                                  MarkerPayload=MarkerPayload, write_onnx=write_onnx, quiet=quiet,
                                  make_reference=make_reference, ARCH=ARCH, SHAPE=SHAPE)
