@@ -46,3 +46,8 @@ class FactorError(AdvisorError):
 
 class PassError(AdvisorError):
     """A technique could not be applied to this model (reported per candidate, analysis goes on)."""
+
+
+class OutputError(AdvisorError):
+    """An output path is unusable (a file, read-only, locked by another run) or would replace
+    one of the run's inputs."""
