@@ -25,6 +25,14 @@ Tensor inputs of dtype uint8 are scaled to [0, 1]; `mean`/`std`, when given, app
 format. With `labelled=False` (calibration, unlabelled distillation) labels may be absent and
 read as -1. `split_loader` carves seeded validation/test parts out of one loader, for when only
 one data file is given.
+
+Inputs must be finite: NaN/inf anywhere is a DataError naming the file and the first bad sample
+(tensor files when read, hook batches when iterated). `check_labels` refuses labels the model
+cannot predict (negative, or beyond its output width); `label_range` reads them without a pass
+over the inputs for tensor files and image folders. `check_input_size` bounds an input shape
+before anything allocates it. `absolute_spec`/`data_fingerprint` are what plan.json records:
+absolute paths and a sha256 (of a file's bytes; of a folder's sorted listing with sizes and
+mtimes), so `advisor apply` run elsewhere finds the data and notices when it changed.
 """
 from __future__ import annotations
 
@@ -40,7 +48,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
 from advisor.errors import DataError
 
-__all__ = ["load_data", "split_loader", "ImageFolderData", "IMAGE_SUFFIXES"]
+__all__ = ["load_data", "split_loader", "ImageFolderData", "IMAGE_SUFFIXES", "label_range",
+           "check_labels", "check_input_size", "absolute_spec", "data_fingerprint"]
 
 INPUT_KEYS = ("inputs", "x", "images", "image", "pixel_values", "data")
 LABEL_KEYS = ("labels", "y", "targets", "target", "label")
@@ -162,6 +171,7 @@ def _check_tensors(inputs, labels, path: Path, shape, labelled: bool
         raise DataError(f"{path} holds no samples (inputs of shape {tuple(x.shape)})",
                         "write a non-empty dataset")
     x = _to_float(x, path)
+    _check_finite(x, path)
     if shape is not None and tuple(x.shape[1:]) != tuple(shape[1:]):
         raise DataError(f"{path}: samples have shape {tuple(x.shape[1:])} but the model takes "
                         f"{tuple(shape[1:])}", _shape_hint(tuple(x.shape[1:]), tuple(shape[1:])))
@@ -187,6 +197,19 @@ def _to_float(x: torch.Tensor, path: Path) -> torch.Tensor:
         return x.float()
     raise DataError(f"{path}: inputs have dtype {x.dtype}, expected float or uint8 images",
                     "store inputs as float32")
+
+
+def _check_finite(x: torch.Tensor, path: Path) -> None:
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        rows = bad.reshape(len(x), -1).any(1) if x.ndim >= 1 and len(x) else bad.flatten()
+        first = int(rows.nonzero()[0, 0]) if rows.any() else 0
+        kinds = "/".join(k for k, m in (("NaN", torch.isnan(x)), ("inf", torch.isinf(x)))
+                         if bool(m.any()))
+        raise DataError(f"{path}: inputs contain non-finite values ({kinds}) in "
+                        f"{int(rows.sum())} of {len(x)} samples (first: sample {first})",
+                        "remove or repair those samples (e.g. torch.nan_to_num) before passing "
+                        "the data")
 
 
 def _labels_for(labels, n: int, path: Path, labelled: bool) -> torch.Tensor:
@@ -367,6 +390,7 @@ def _as_pair(batch: Any, labelled: bool, source: str) -> tuple[torch.Tensor, tor
     x = batch[0]
     y = batch[1] if len(batch) == 2 else None
     x = _to_float(_as_tensor(x, Path(source), "inputs"), Path(source))
+    _check_finite(x, Path(source))
     if y is not None and not isinstance(y, torch.Tensor):
         y = torch.as_tensor(y)
     return x, _labels_for(y, len(x), Path(source), labelled)
@@ -475,3 +499,145 @@ def _split_counts(n: int, fractions: tuple[float, ...]) -> list[int]:
     if abs(sum(fractions) - 1.0) < 1e-9:
         counts[-1] = n - sum(counts[:-1])
     return counts
+
+
+# ---- checks against the model, input sizes, provenance ----------------------------------------
+
+def label_range(loader) -> tuple[int, int, int] | None:
+    """(number of labelled samples, smallest label, largest label) of a loader; None when it
+    holds no labels (all -1). Tensor data and image folders are read without a pass over the
+    inputs; other loaders (hooks) are iterated once, which also checks every batch."""
+    ys = _labels_of(getattr(loader, "dataset", None))
+    if ys is None:
+        parts = [y.flatten() for _, y in loader]
+        ys = torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+    ys = ys[ys != UNLABELLED]
+    if not len(ys):
+        return None
+    return len(ys), int(ys.min()), int(ys.max())
+
+
+def _labels_of(dataset) -> torch.Tensor | None:
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        return dataset.tensors[1].flatten().long()
+    if isinstance(dataset, ImageFolderData):
+        return torch.tensor([lab for _, lab in dataset.samples], dtype=torch.int64)
+    if isinstance(dataset, Subset):
+        inner = _labels_of(dataset.dataset)
+        return None if inner is None else inner[torch.as_tensor(list(dataset.indices),
+                                                                dtype=torch.int64)]
+    return None
+
+
+def check_labels(loaders: dict[str, Any], num_classes: int | None,
+                 specs: dict[str, str | None] | None = None) -> None:
+    """Refuse labels the model cannot predict: negative, or >= its output width.
+
+    `loaders`: {role: DataLoader, a list of them (the parts of one split dataset) or None}
+    (e.g. "--data", "--train-data"); `num_classes`: the width of the model's output (None:
+    unknown, only negative labels are refused)."""
+    for role, loader in loaders.items():
+        parts = [x for x in (loader if isinstance(loader, (list, tuple)) else [loader])
+                 if x is not None]
+        found = [r for r in map(label_range, parts) if r is not None]
+        if not found:
+            continue
+        lo, hi = min(r[1] for r in found), max(r[2] for r in found)
+        where = f"{role} {specs.get(role)}" if specs and specs.get(role) else role
+        if lo < 0:
+            raise DataError(f"{where}: labels range {lo}..{hi}, but class indices cannot be "
+                            "negative", "labels must be class indices 0..K-1: map your label "
+                            "values to the model's class indices")
+        if num_classes is not None and hi >= num_classes:
+            raise DataError(f"{where}: labels range {lo}..{hi} but the model outputs "
+                            f"{num_classes} classes (0..{num_classes - 1})",
+                            "map the labels to the model's class indices (e.g. subtract the "
+                            "offset, or use the class order the model was trained with), or "
+                            "pass the data of this model")
+
+
+MAX_INPUT_ELEMENTS = 2 ** 31
+INPUT_MEMORY_SHARE = 0.125
+
+
+def check_input_size(shape, *, batch_size: int | None = None, bytes_per_element: int = 4
+                     ) -> None:
+    """Refuse an input shape whose one tensor is absurd before anything allocates it: more than
+    2**31 elements, or (float32) more than an eighth of this host's memory. Every trial holds a
+    few such tensors plus the activations, so a larger one cannot be measured here.
+
+    `shape`: a tuple or the `--input-shape` text (None: nothing to check); `batch_size`, when
+    given, replaces the first dimension (what `profile --batch-size` will allocate)."""
+    from advisor.errors import InputShapeError
+    from advisor.model_io import parse_input_shape
+
+    if shape is None or shape == "":
+        return
+    dims = parse_input_shape(shape if isinstance(shape, str) else
+                             ",".join(str(int(d)) for d in shape))
+    if batch_size is not None and dims:
+        dims = (int(batch_size),) + tuple(dims[1:])
+    elements = math.prod(dims)
+    text = ",".join(map(str, dims))
+    if elements > MAX_INPUT_ELEMENTS:
+        raise InputShapeError(f"input shape {text} has {elements:,} elements per tensor, more "
+                              f"than the {MAX_INPUT_ELEMENTS:,} advisor accepts",
+                              "pass the shape the model is deployed with, e.g. 1,3,224,224")
+    memory = _host_memory_bytes()
+    need = elements * bytes_per_element
+    if memory and need > INPUT_MEMORY_SHARE * memory:
+        raise InputShapeError(f"input shape {text} needs {need / 2 ** 30:.1f} GiB per tensor, "
+                              f"more than an eighth of this host's {memory / 2 ** 30:.1f} GiB",
+                              "pass the shape the model is deployed with, e.g. 1,3,224,224")
+
+
+def _host_memory_bytes() -> int | None:
+    try:
+        import os
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def absolute_spec(spec):
+    """A data spec made independent of the working directory: files and folders become absolute
+    paths; `pkg.module:function` hooks (and anything that is not a path) stay as they are."""
+    from advisor.model_io import is_object_spec
+
+    if spec is None or not isinstance(spec, (str, Path)):
+        return spec
+    text = str(spec)
+    if is_object_spec(text):
+        return text
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text
+
+
+def data_fingerprint(spec) -> str | None:
+    """sha256 of a data file's bytes; of a folder, of its sorted file list — relative path, size
+    and mtime (ns) of each file below it, not the contents (a big image folder is not re-read);
+    None for hooks and missing paths. Used by `advisor apply` to notice data that changed since
+    `analyze` recorded it in plan.json."""
+    import hashlib
+    from advisor.model_io import is_object_spec
+
+    if spec is None or not isinstance(spec, (str, Path)) or is_object_spec(str(spec)):
+        return None
+    path = Path(str(spec)).expanduser()
+    h = hashlib.sha256()
+    try:
+        if path.is_file():
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            return h.hexdigest()
+        if path.is_dir():
+            h.update(b"advisor-dir-v1\n")
+            for f in sorted(q for q in path.rglob("*") if q.is_file()):
+                st = f.stat()
+                h.update(f"{f.relative_to(path).as_posix()}\0{st.st_size}\0"
+                         f"{st.st_mtime_ns}\n".encode())
+            return h.hexdigest()
+    except OSError:
+        return None
+    return None

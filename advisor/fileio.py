@@ -80,3 +80,56 @@ def gzip_copy(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> P
         with open(src, "rb") as fin, gzip.GzipFile(tmp, "wb", compresslevel=9, mtime=0) as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
     return dst
+
+
+# ---- up-front writability checks (before any expensive work) --------------------------------
+
+def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse, before any work, an output directory that cannot be created or written.
+
+    `path` may not exist yet: then its nearest existing ancestor must be a writable directory.
+    The check creates (and removes) a temporary file, so a read-only mount, /proc or an
+    ancestor that is a regular file fail here even for root. Raises OutputError."""
+    from advisor.errors import OutputError
+
+    path = Path(path).expanduser()
+    hint = "choose a directory you can write to"
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} exists and is not a directory", hint)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OutputError(f"{what} {path} cannot be created: {probe} is a file, not a "
+                           "directory", hint)
+    _probe_write(probe, path, what, hint)
+    return path
+
+
+def check_writable_file(path: str | os.PathLike, what: str = "--json") -> Path:
+    """Refuse, before any work, an output file that cannot be written (atomically, beside it):
+    a directory, or a file in a directory that cannot be created or written."""
+    from advisor.errors import OutputError
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a directory", "give a file path, e.g. out.json")
+    check_writable_dir(path.parent if str(path.parent) else Path("."), what=f"{what} {path}: "
+                       "the directory")
+    return path
+
+
+def _probe_write(existing_dir: Path, target: Path, what: str, hint: str) -> None:
+    from advisor.errors import OutputError
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".advisor-write-check-", dir=existing_dir)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise OutputError(f"{what} {target} is not writable: cannot create a file in "
+                        f"{existing_dir} ({reason})", hint) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)

@@ -21,6 +21,8 @@ the file and the field. Host capabilities live in `advisor.measure.host` (re-exp
 """
 from __future__ import annotations
 
+import math
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,9 +158,15 @@ def _validate(data: dict[str, Any], path: Path) -> Target:
     threads = data.get("threads")
     if threads is not None and (type(threads) is not int or threads < 1):
         raise bad("threads", f"must be a positive integer (got {threads!r})")
+    if threads is not None and threads > usable_cores():
+        raise TargetError(f"target profile {path}: threads = {threads} but this process may use "
+                          f"only {usable_cores()} core(s)",
+                          f"set threads to at most {usable_cores()}, or omit it to use every "
+                          "core this process may run on")
     budget = data.get("memory_budget_mb")
-    if budget is not None and (type(budget) not in (int, float) or budget <= 0):
-        raise bad("memory_budget_mb", f"must be a positive number of MB (got {budget!r})")
+    if budget is not None and (type(budget) not in (int, float) or not math.isfinite(budget)
+                               or budget <= 0):
+        raise bad("memory_budget_mb", f"must be a positive, finite number of MB (got {budget!r})")
     precisions = _str_list(data, "precisions", bad, PRECISIONS)
     if not precisions:
         raise bad("precisions", "must name at least one precision")
@@ -177,6 +185,14 @@ def _validate(data: dict[str, Any], path: Path) -> Target:
                   threads=threads, memory_budget_mb=float(budget) if budget is not None else None,
                   precisions=precisions, sparse_kernels=sparse, emulated=emulated,
                   description=description, notes=tuple(notes), source_path=path.resolve())
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), the bound of a target's `threads`."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
 
 
 def _typed(data: dict, field: str, kind: type, bad) -> Any:

@@ -30,3 +30,6 @@ ProcessesOpt = Annotated[int, typer.Option(
                                "latencies).")]
 RuntimeOpt = Annotated[Optional[list[str]], typer.Option(
     "--runtime", help="Measure only this runtime of the target (torch or onnxruntime); repeatable.")]
+MaxTrialsOpt = Annotated[int, typer.Option(
+    "--max-trials", min=1, help="At most this many candidate trials (the --budget time limit "
+                                "applies too).")]

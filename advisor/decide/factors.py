@@ -107,3 +107,24 @@ def make_factors(*, hardware: str, goal: str = "latency", max_drop: str = "1%",
                    max_size_mb=parse_size_mb(max_size) if max_size else None,
                    retrain=retrain,  # type: ignore[arg-type]
                    budget_seconds=parse_duration_s(budget) if budget else None)
+
+
+def check_search_limits(*, max_trials: int, measure: dict | None = None) -> None:
+    """Refuse search/measurement limits that would try or time nothing (`--max-trials 0`,
+    `--repeats 0`, a non-positive `--max-seconds`) before any work; the CLI's options already
+    say `min=1`, this guards the library call `analyze(...)`."""
+    import math
+
+    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
+        raise FactorError(f"max_trials must be an integer of at least 1, got {max_trials!r}",
+                          "try at least one candidate (--max-trials 1 or more)")
+    for key, low in (("repeats", 1), ("warmup", 0), ("processes", 1)):
+        v = (measure or {}).get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            raise FactorError(f"{key} must be an integer of at least {low}, got {v!r}",
+                              f"pass --{key} {max(low, 1)} or more")
+    v = (measure or {}).get("max_seconds")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or
+                          not math.isfinite(v) or v <= 0):
+        raise FactorError(f"max_seconds must be a positive number, got {v!r}",
+                          "pass --max-seconds 1 or more")

@@ -60,21 +60,71 @@ def plan_from_json(data: Any, known_passes: Iterable[str], source: str = "plan")
         raise PlanError(f"{source}: plan schema version {data.get('schema_version')!r} is not "
                         f"supported (this advisor reads version {PLAN_SCHEMA_VERSION})")
     steps_data = data.get("steps")
-    if not isinstance(steps_data, list) or not steps_data:
+    if steps_data is not None and not isinstance(steps_data, list):
+        raise PlanError(f"{source}: 'steps' must be a list of {{'pass': name, 'config': {{...}}}}, "
+                        f"got {_kind(steps_data)}")
+    if not steps_data:
         raise PlanError(f"{source}: the plan has no steps")
     steps = []
     for i, s in enumerate(steps_data):
-        if not isinstance(s, dict) or not isinstance(s.get("pass"), str) or \
-                not isinstance(s.get("config", {}), dict):
-            raise PlanError(f"{source}: step {i + 1} must be {{'pass': name, 'config': {{...}}}}")
+        if not isinstance(s, dict) or not isinstance(s.get("pass"), str):
+            raise PlanError(f"{source}: step {i + 1} must be {{'pass': name, 'config': {{...}}}}, "
+                            f"got {_kind(s)}")
         if s["pass"] not in known:
             raise PlanError(f"{source}: step {i + 1} names unknown pass {s['pass']!r}",
                             f"known passes: {', '.join(sorted(known))}")
-        steps.append(Step(s["pass"], dict(s.get("config", {}))))
-    return Plan(name=str(data.get("name", "plan")), steps=steps,
-                factors=dict(data.get("factors", {})), target=str(data.get("target", "cpu")),
-                seed=int(data.get("seed", 0)), data=dict(data.get("data", {})),
-                created=str(data.get("created", "")))
+        config = s.get("config", {})
+        if not isinstance(config, dict):
+            raise PlanError(f"{source}: step {i + 1} ({s['pass']}): 'config' must be an object "
+                            f"{{field: value}}, got {_kind(config)}")
+        steps.append(Step(s["pass"], dict(config)))
+    name = _field(data, "name", str, "plan", source)
+    factors = _field(data, "factors", dict, {}, source)
+    target = _field(data, "target", str, "cpu", source)
+    seed = _field(data, "seed", int, 0, source)
+    if isinstance(seed, bool) or seed < 0:
+        raise PlanError(f"{source}: 'seed' must be a non-negative integer, got {seed!r}")
+    plan_data = _field(data, "data", dict, {}, source)
+    _check_data(plan_data, source)
+    created = _field(data, "created", str, "", source)
+    return Plan(name=name, steps=steps, factors=dict(factors), target=target, seed=seed,
+                data=dict(plan_data), created=created)
+
+
+def _kind(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", dict: "an object"}
+
+
+def _field(data: dict, key: str, kind: type, default: Any, source: str) -> Any:
+    """`data[key]` (absent or null → default), which must be of `kind` (bool is not an int)."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise PlanError(f"{source}: {key!r} must be {_KIND_NAMES[kind]}, got {_kind(value)}",
+                        "plans are written by `advisor analyze --out DIR`; fix the field or "
+                        "write the plan again")
+    return value
+
+
+# the `data` section: {"val"|"test"|"train": spec or null, "sha256": {role: hex digest}}
+DATA_ROLES = ("val", "test", "train")
+
+
+def _check_data(d: dict, source: str) -> None:
+    for k, v in d.items():
+        if k == "sha256":
+            if not isinstance(v, dict) or not all(isinstance(h, (str, type(None)))
+                                                  for h in v.values()):
+                raise PlanError(f"{source}: 'data.sha256' must map data roles to hex digests, "
+                                f"got {_kind(v)}")
+        elif v is not None and not isinstance(v, str):
+            raise PlanError(f"{source}: 'data.{k}' must be a data spec (a path or "
+                            f"pkg.module:function) or null, got {_kind(v)}")
 
 
 def load_plan(path: str | Path, known_passes: Iterable[str]) -> Plan:

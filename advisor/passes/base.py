@@ -16,6 +16,7 @@ Passes register by name with `@register_pass(...)`; the rule engine, the search 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -161,13 +162,41 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return conv(config)
 
 
+class _BadValue(ValueError):
+    """A JSON value that does not fit the annotated config field type."""
+
+
+def _type_name(tp: Any) -> str:
+    if tp is Any:
+        return "any value"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        return "a list"
+    if origin is dict:
+        return "an object"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
 def _coerce(tp: Any, value: Any) -> Any:
-    """Turn JSON data back into the annotated type (lists → tuples, nested dataclasses)."""
-    if value is None:
-        return None
+    """Turn JSON data back into the annotated type (lists → tuples, nested dataclasses).
+
+    Values are checked against the annotation (bool, int, float, str, Optional/Union, Literal,
+    tuple, dict, nested dataclasses); a mismatch raises `_BadValue` with what was expected."""
+    if tp is Any or tp is object:
+        return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _BadValue(f"must be {_type_name(tp)}, got null")
         for a in args:
             if a is type(None):
                 continue
@@ -175,37 +204,97 @@ def _coerce(tp: Any, value: Any) -> Any:
                 return _coerce(a, value)
             except (TypeError, ValueError):
                 continue
-        return value
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        raise _BadValue(f"must be {_type_name(tp)}, got {value!r}")
+    if value is None:
+        raise _BadValue(f"must be {_type_name(tp)}, got null")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _BadValue(f"must be an object, got {type(value).__name__}")
         return config_from_dict(tp, value)
     if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _BadValue(f"must be a list, got {type(value).__name__} {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v) for v in value)
         if args:
+            if len(value) != len(args):
+                raise _BadValue(f"must be a list of {len(args)} items, got {len(value)}")
             return tuple(_coerce(a, v) for a, v in zip(args, value))
         return tuple(value)
-    if origin is dict and isinstance(value, dict):
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise _BadValue(f"must be an object, got {type(value).__name__} {value!r}")
         kt, vt = args if args else (Any, Any)
         return {k: _coerce(vt, v) for k, v in value.items()}
     if origin is typing.Literal:
-        if value not in args:
-            raise ValueError(f"{value!r} not one of {args}")
+        if isinstance(value, bool) or value not in args or \
+                not any(type(value) is type(a) for a in args):
+            raise _BadValue(f"must be {_type_name(tp)}, got {value!r}")
         return value
-    if tp is float and isinstance(value, int):
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _BadValue(f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _BadValue(f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _BadValue(f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise _BadValue(f"must be a finite number, got {value!r}")
         return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _BadValue(f"must be a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise _BadValue(f"must be {_type_name(tp)}, got {value!r}")
     return value
 
 
-def config_from_dict(config_cls: type, data: dict[str, Any]) -> Any:
-    """Build `config_cls` from JSON data; unknown keys are an error (catches typos in plans)."""
+def config_from_dict(config_cls: type, data: dict[str, Any], where: str | None = None) -> Any:
+    """Build `config_cls` from JSON data; unknown keys, values of the wrong type and values its
+    own validation (`__post_init__`) refuses are a PlanError naming the field (and `where`, e.g.
+    "plan.json: step 2 (int8_static)")."""
+    label = f"{where}: " if where else ""
+    if not isinstance(data, dict):
+        raise PlanError(f"{label}{config_cls.__name__}: the config must be an object, got "
+                        f"{type(data).__name__}", "write the step as {'pass': name, "
+                        "'config': {field: value, ...}}")
     hints = typing.get_type_hints(config_cls)
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = set(data) - names
     if unknown:
-        raise PlanError(f"{config_cls.__name__}: unknown field(s) {sorted(unknown)}",
-                        f"valid fields: {sorted(names)}")
-    kwargs = {k: _coerce(hints.get(k, Any), v) for k, v in data.items()}
+        raise PlanError(f"{label}{config_cls.__name__}: unknown field(s) "
+                        f"{sorted(map(str, unknown))}", f"valid fields: {sorted(names)}")
+    none_default = {f.name for f in dataclasses.fields(config_cls) if f.default is None}
+    kwargs = {}
+    for k, v in data.items():
+        if v is None and k in none_default:  # null = the default, whatever the annotation says
+            kwargs[k] = None
+            continue
+        try:
+            kwargs[k] = _coerce(hints.get(k, Any), v)
+        except PlanError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise PlanError(f"{label}{config_cls.__name__}: field {k!r} {e}",
+                            f"fix or remove {k!r} in the plan (removed = its default)") from None
     try:
         return config_cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise PlanError(f"{config_cls.__name__}: {e}") from None
+        raise PlanError(f"{label}{config_cls.__name__}: {e}") from None
+
+
+def check_plan_configs(steps, passes: dict[str, "PassSpec"], source: str = "plan") -> None:
+    """Validate every step's config against its pass's config dataclass, up front (before any
+    model work); `steps` are `advisor.decide.plan.Step`s. Raises PlanError naming the step."""
+    for i, st in enumerate(steps):
+        spec = passes.get(st.pass_name)
+        if spec is not None:
+            config_from_dict(spec.config_cls, st.config,
+                             where=f"{source}: step {i + 1} ({st.pass_name})")
