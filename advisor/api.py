@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from advisor.decide.factors import Factors, make_factors
+from advisor.decide.factors import Factors, check_search_limits, make_factors
 from advisor.decide.plan import Plan, load_plan, plan_from_json
 from advisor.decide.rules import evaluate_rules, rank_candidates
 from advisor.decide.situation import PassFlags, situation_from
@@ -32,6 +32,8 @@ def _load(model, arch=None, input_shape=None, trust_pickle=False):
 
     if isinstance(model, LoadedModel):
         return model
+    from advisor.data import check_input_size
+    check_input_size(input_shape)  # an absurd --input-shape fails before anything allocates it
     if isinstance(model, torch.nn.Module):
         if input_shape is None:
             raise DataError("an nn.Module needs input_shape=(1, C, H, W)")
@@ -102,11 +104,94 @@ def _data(data, test_data, train_data, input_shape, seed: int = 0) -> DataBundle
         b.train = get(train_data, batch_size=64, shuffle=True, seed=seed)
     if b.test is not None and b.val is None:
         raise DataError("--test-data needs --data (the validation split used for selection)")
+    hashes = {role: h for role, x in (("val", data), ("test", test_data), ("train", train_data))
+              if (h := _fingerprint(x)) is not None}
+    if hashes:  # plan.json's data section: apply notices data that changed since
+        b.specs["sha256"] = hashes
     return b
 
 
 def _spec(x) -> str | None:
-    return None if x is None else (str(x) if isinstance(x, (str, Path)) else f"<{type(x).__name__}>")
+    """The spec recorded in report/plan: files and folders as absolute paths (so `apply` works
+    from another directory), hooks as written, in-memory loaders as `<DataLoader>`."""
+    from advisor.data import absolute_spec
+
+    return None if x is None else (absolute_spec(str(x)) if isinstance(x, (str, Path))
+                                   else f"<{type(x).__name__}>")
+
+
+def _fingerprint(x) -> str | None:
+    from advisor.data import data_fingerprint
+
+    return data_fingerprint(str(x)) if isinstance(x, (str, Path)) else None
+
+
+def _data_changed(plan: Plan, used: dict) -> list[str]:
+    """Warnings for data taken from the plan whose content hash differs from the recorded one.
+
+    `used`: {role: spec} of the data apply took from the plan (not passed explicitly)."""
+    recorded = plan.data.get("sha256") or {}
+    notes = []
+    for role, spec in used.items():
+        if spec is None or not recorded.get(role):
+            continue
+        now = _fingerprint(spec)
+        if now is not None and now != recorded[role]:
+            flag = "--data" if role == "val" else f"--{role}-data"
+            notes.append(f"the plan's {role} data {spec} changed since `advisor analyze` "
+                         f"recorded it (sha256 {recorded[role][:12]}... now {now[:12]}...); "
+                         f"results may differ: pass {flag} explicitly to use other data")
+    return notes
+
+
+def _device_profile(from_profile):
+    """The `--from-profile` baseline, read and validated up front (a TargetError otherwise)."""
+    if from_profile is None:
+        return None
+    from advisor.measure.profile import Profile
+
+    path = Path(from_profile)
+    hint = "write it with `advisor profile MODEL --target T --json FILE` (on the device)"
+    if not path.is_file():
+        raise TargetError(f"--from-profile {path} does not exist" if not path.exists() else
+                          f"--from-profile {path} is not a file", hint)
+    try:
+        return Profile.from_json_file(path)
+    except TargetError:
+        raise
+    except Exception as e:  # a JSON value of an unexpected type deep inside
+        raise TargetError(f"--from-profile {path}: malformed profile ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:160] if str(e) else ''})", hint) from None
+
+
+def _output_width(loaded, loader) -> int | None:
+    """The number of classes the model outputs: its logits' width on one sample of `loader`."""
+    for x, _ in loader:
+        try:
+            out = _baseline_predict(loaded)(x[:1])
+        except Exception as e:
+            raise DataError(f"the model fails on the data's first sample: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:160] if str(e) else ''}",
+                            "pass data of the model's input shape") from None
+        return int(out.shape[1]) if getattr(out, "ndim", 0) >= 2 else None
+    return None
+
+
+def _check_data_fits(loaded, b: "DataBundle") -> None:
+    """Refuse labels outside the model's classes (or negative), before any measurement: one
+    forward pass on one sample gives the model's output width. (Non-finite inputs are refused
+    when the data is read, in advisor.data.)"""
+    from advisor.data import check_labels
+
+    split = b.test is not None and b.specs.get("test") is None  # val/test: halves of --data
+    loaders = {"--data": [b.val, b.test] if split else b.val,
+               "--test-data": None if split else b.test, "--train-data": b.train}
+    first = next((x for x in (b.val, b.test, b.train) if x is not None), None)
+    if first is None:
+        return
+    check_labels(loaders, _output_width(loaded, first),
+                 {"--data": b.specs.get("val"), "--test-data": b.specs.get("test"),
+                  "--train-data": b.specs.get("train")})
 
 
 # ---- baseline -------------------------------------------------------------------------------
@@ -177,13 +262,46 @@ class AnalysisResult:
 
 
 def _registry_flags() -> dict[str, PassFlags]:
+    """The registry as the rule engine sees it: plain flags (incl. each config's knob and
+    fallback field, read from its field metadata), so the engine never imports a pass."""
     from advisor.passes.base import load_builtin_passes
 
     return {n: PassFlags(n, s.family, s.stage, s.trains, s.needs_full_retrain, s.needs_labels,
-                         s.needs_calibration, tuple(s.devices))
+                         s.needs_calibration, tuple(s.devices),
+                         knob=s.knob[0] if s.knob else None,
+                         knob_direction=s.knob[1] if s.knob else None,
+                         fallback_field=s.fallback_field)
             for n, s in load_builtin_passes().items()}
 
 
+def _in_workspace(fn):
+    """Give `analyze` its work root: a staged, locked `--out` (advisor.outdir) or, without
+    `out`, a temporary directory that is removed on every exit path."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(model, **kw):
+        out = kw.get("out")
+        if out is None:
+            import os
+            import tempfile
+            # advisor-PID-*: removed on every exit path; after a kill -9, by the next CLI run
+            with tempfile.TemporaryDirectory(prefix=f"advisor-{os.getpid()}-") as tmp:
+                return fn(model, **kw, _workroot=Path(tmp), _run=None)
+        from advisor.outdir import open_output
+        inputs = [model, kw.get("data"), kw.get("test_data"), kw.get("train_data"),
+                  kw.get("from_profile"), kw.get("target")]
+        with open_output(out, command="analyze", inputs=inputs, writes=ANALYZE_OUTPUTS) as run:
+            return fn(model, **kw, _workroot=run.staging / "work", _run=run)
+    return wrapper
+
+
+# what `analyze --out` may write (checked against its inputs before any work)
+ANALYZE_OUTPUTS = ("report.md", "report.html", "report.json", "plan.json", "plan-closest.json",
+                   "plans", "work", "optimized")
+
+
+@_in_workspace
 def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
             max_latency: str | None = None, max_size: str | None = None, retrain: str = "none",
             data=None, test_data=None, train_data=None, budget: str | None = None,
@@ -191,8 +309,14 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
             input_shape=None, trust_pickle: bool = False, from_profile: str | Path | None = None,
             executor: str = "process", seed: int = 0, max_trials: int = 20,
             measure: dict | None = None, progress: bool = True,
-            on_event: Callable[[str, dict], None] | None = None) -> AnalysisResult:
-    """Measure, decide, try and select compression plans for `model` on `target`."""
+            on_event: Callable[[str, dict], None] | None = None,
+            _workroot: Path | None = None, _run=None) -> AnalysisResult:
+    """Measure, decide, try and select compression plans for `model` on `target`.
+
+    Nothing is written into `out` until the end: the run stages its outputs and commits them
+    in one step (see `advisor.outdir`); without `out`, scratch space is a temporary directory
+    removed on every exit path.
+    """
     from advisor import __version__
     from advisor.measure.profile import Profile, profile_model
     from advisor.search import Baseline, SearchSettings, run_search, select
@@ -200,27 +324,27 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
     t_start = time.perf_counter()
     emit = on_event or (lambda kind, payload: None)
     measure = {**DEFAULT_MEASURE, **(measure or {})}
+    check_search_limits(max_trials=max_trials, measure=measure)
+    # a device profile that cannot be read fails now, not after the baseline measurement
+    device_profile = _device_profile(from_profile)
     loaded = _load(model, arch, input_shape, trust_pickle)
     tgt = _target(target)
     factors = make_factors(hardware="edge" if tgt.emulated else tgt.device, goal=goal,
                            max_drop=max_drop, max_latency=max_latency, max_size=max_size,
                            retrain=retrain, budget=budget, has_train_data=train_data is not None)
     data_b = _data(data, test_data, train_data, loaded.input_shape, seed)
+    _check_data_fits(loaded, data_b)  # labels the model cannot output: refused before measuring
     warnings: list[str] = list(data_b.notes)
     if factors.retrain == "none" and train_data is not None:
         warnings.append("--train-data was given but --retrain none: it is not used")
 
-    workroot = Path(out) / "work" if out is not None else Path(
-        __import__("tempfile").mkdtemp(prefix="advisor-"))
+    workroot = _workroot
     emit("stage", {"name": "baseline"})
     # the baseline's exported files are kept: every candidate is timed against them
     prof = profile_model(loaded, tgt, batch_size=1, progress=progress,
                          workdir=workroot / "baseline", **measure)
     prof_json = prof.to_json()
-    device_profile = None
-    if from_profile is not None:
-        device_profile = Profile.from_json_file(from_profile) if hasattr(Profile, "from_json_file") \
-            else Profile.from_json(__import__("json").loads(Path(from_profile).read_text()))
+    if device_profile is not None:
         warnings.append(f"baseline of the device taken from {from_profile}; candidates are "
                         "measured on this host")
     rules_profile = device_profile.to_json() if device_profile is not None else prof_json
@@ -304,16 +428,34 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
     result = AnalysisResult(report, None, Path(out) if out else None)
     if chosen is not None:
         result.chosen_plan = plan_from_json(chosen.plan, passes.keys())
-    if out is not None:
-        result.files = _write_outputs(result, Path(out), records, closest, loaded)
+    if _run is not None:
+        emit("stage", {"name": "report"})
+        files = _write_outputs(result, _run.staging, records, closest, loaded)
         if apply and result.chosen_plan is not None:
             emit("stage", {"name": "apply"})
-            applied = apply_plan(loaded, result.chosen_plan, out=Path(out) / "optimized",
-                                 train_data=train_data, calib_data=data, measure=measure,
-                                 progress=progress)
-            report["applied"] = applied.summary()
-            result.files = _write_outputs(result, Path(out), records, closest, loaded)
+            try:
+                applied = apply_plan(loaded, result.chosen_plan, out=_run.staging / "optimized",
+                                     train_data=train_data, calib_data=data, measure=measure,
+                                     progress=progress)
+            except BaseException:
+                _run.commit()  # the analysis itself is complete: keep it, then report the failure
+                raise
+            report["applied"] = _final_paths(applied.summary(), _run)
+            files = _write_outputs(result, _run.staging, records, closest, loaded)
+        _run.commit()
+        result.files = {k: _run.final(v) for k, v in files.items()}
     return result
+
+
+def _final_paths(value, run):
+    """`value` with every staged path string replaced by where it lives after the commit."""
+    if isinstance(value, dict):
+        return {k: _final_paths(v, run) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_final_paths(v, run) for v in value]
+    if isinstance(value, str) and value.startswith(str(run.staging)):
+        return str(run.final(value))
+    return value
 
 
 def _default_budget(f: Factors) -> float:
@@ -424,6 +566,7 @@ class ApplyResult:
     before: dict
     after: dict
     steps: list[dict]
+    warnings: list[str] = field(default_factory=list)  # e.g. the plan's data changed since
 
     def summary(self) -> dict:
         return {"out_dir": str(self.out_dir), "files": {k: str(v) for k, v in self.files.items()},
@@ -444,22 +587,28 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
     Data the plan needs (training for fine-tuning/KD, calibration for int8) defaults to the data
     specs recorded in the plan; pass them explicitly to override.
     """
-    from advisor.measure.latency import measure_latency
     from advisor.passes.base import PassContext, RetrainBudget, load_builtin_passes
-    from advisor.runner import run_plan, write_artifacts
-    from advisor.export import export_onnx
+    from advisor.outdir import open_output, reject_input_overwrite
 
+    out = Path(out)
+    plan_path = None if isinstance(plan, Plan) else plan
+    # refuse before loading anything when an input is one of the files apply writes
+    reject_input_overwrite(out, [model, plan_path, train_data, calib_data], APPLY_OUTPUTS)
     loaded = _load(model, arch, input_shape, trust_pickle)
     if not isinstance(plan, Plan):
         plan = load_plan(plan, load_builtin_passes().keys())
         _check_plan_imports(plan, {arch, train_data, calib_data, *allow_imports})
-    out = Path(out)
-    _guard_output(out, loaded)
+    from advisor.passes.base import check_plan_configs
+    check_plan_configs(plan.steps, load_builtin_passes(), source=str(plan_path or "plan"))
     tgt = _target(target or plan.target)
+    from_plan = {"train": plan.data.get("train") if train_data is None else None,
+                 "val": plan.data.get("val") if calib_data is None else None}
     train_data = train_data if train_data is not None else plan.data.get("train")
     calib_data = calib_data if calib_data is not None else plan.data.get("val")
     data_b = _data(calib_data, None, train_data, loaded.input_shape, plan.seed) \
         if (calib_data or train_data) else DataBundle()
+    _check_data_fits(loaded, data_b)
+    data_notes = _data_changed(plan, from_plan)
     needs = [s.pass_name for s in plan.steps]
     specs = load_builtin_passes()
     if any(specs[n].trains for n in needs) and data_b.train is None:
@@ -472,15 +621,34 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
                       val_loader=data_b.val, calib_loader=data_b.val or data_b.train,
                       budget=RetrainBudget(retrain, seconds=retrain_seconds), target=tgt,
                       teacher=loaded.module, seed=plan.seed, progress=progress)
-    work = out / ".work"
+    inputs = [loaded.path, plan_path, train_data, calib_data]
+    with open_output(out, command="apply", inputs=inputs, writes=APPLY_OUTPUTS) as run:
+        res = _replay(loaded, plan, ctx, tgt, data_b, run,
+                      {**DEFAULT_MEASURE, **(measure or {})})
+        run.commit()
+    res.files = {k: run.final(v) for k, v in res.files.items()}
+    res.warnings = data_notes
+    return res
+
+
+# what `apply --out` may write (checked against its inputs before any work)
+APPLY_OUTPUTS = ("model.onnx", "model.pt2", "model.onnx.gz", "model.pt2.gz")
+
+
+def _replay(loaded, plan: Plan, ctx, tgt, data_b, run, measure: dict) -> ApplyResult:
+    """Run the plan with scratch space in `run.scratch`, stage the artefacts, measure both."""
+    from advisor.export import export_onnx
+    from advisor.measure.latency import measure_latency
+    from advisor.runner import run_plan, write_artifacts
+
+    work = run.scratch
     start = loaded.module if loaded.module is not None else None
     if start is None:
         from advisor.passes.base import OnnxArtifact
         start = OnnxArtifact(Path(loaded.onnx_path), tuple(loaded.input_shape), {})
-    result = run_plan(start, plan, ctx, work)
-    files = write_artifacts(result, out, tuple(loaded.input_shape),
+    result = run_plan(start, plan, ctx, work / "plan")
+    files = write_artifacts(result, run.staging, tuple(loaded.input_shape),
                             {"plan": plan.name, "source": str(loaded.path)})
-    measure = {**DEFAULT_MEASURE, **(measure or {})}
     base_path = work / "baseline.onnx"
     if loaded.module is not None:
         export_onnx(loaded.module, base_path, tuple(loaded.input_shape))
@@ -505,10 +673,8 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
         from advisor.trial import _accuracy as acc, _predictor
         b["accuracy"] = _accuracy(_baseline_predict(loaded), data_b.val)
         a["accuracy"] = acc(_predictor(Path(after_file), a["runtime"]), data_b.val)
-    import shutil
-    shutil.rmtree(work, ignore_errors=True)
-    return ApplyResult(out, {k: v for k, v in files.items()
-                             if k in ("onnx", "pt2", "onnx_gz", "pt2_gz")}, b, a,
+    return ApplyResult(run.out, {k: v for k, v in files.items()
+                                 if k in ("onnx", "pt2", "onnx_gz", "pt2_gz")}, b, a,
                        result.steps)
 
 
@@ -534,13 +700,3 @@ def _check_plan_imports(plan: Plan, allowed) -> None:
             raise PlanError(f"the plan's {where} names code to import and run: {spec!r}; a plan "
                             "file is not trusted to do that",
                             f"if you trust it, pass --allow-import {spec}")
-
-
-def _guard_output(out: Path, loaded) -> None:
-    """The input file is never overwritten: refuse an output directory holding it."""
-    if loaded.path is not None:
-        src = Path(loaded.path).resolve()
-        for name in ("model.onnx", "model.pt2"):
-            if (out / name).resolve() == src:
-                raise DataError(f"--out {out} would overwrite the input {src}",
-                                "choose another output directory")

@@ -32,27 +32,87 @@ def _safe_call(fn: Callable[[Any], dict], payload: Any) -> dict:
                 "traceback": traceback.format_exc(limit=8)}
 
 
+def _worker_call(fn: Callable[[Any], dict], payload: Any) -> dict:
+    """`_safe_call` in the trial worker. An interruption (SIGTERM from the parent, Ctrl-C of the
+    process group) unwinds the trial — its `finally` blocks kill its latency worker and remove
+    its temporary directories — and then ends this worker at once, instead of the pool keeping
+    it waiting for a next task that will not come."""
+    try:
+        return _safe_call(fn, payload)
+    except KeyboardInterrupt as e:
+        import os
+        import sys
+        from multiprocessing import util
+
+        try:
+            util._run_finalizers()  # multiprocessing's own clean-up (its temporary directory)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(128 + int(getattr(e, "signum", 2)))
+
+
 class InlineExecutor:
     def run(self, fn: Callable[[Any], dict], payload: Any) -> dict:
         return _safe_call(fn, payload)
 
 
 class ProcessExecutor:
+    """One spawned worker per trial. The worker dies with this process (`procs.die_with_parent`:
+    PDEATHSIG, or a watchdog thread when `run` is called off the main thread); when `run` is
+    interrupted (KeyboardInterrupt, SIGTERM via `procs.install_signal_handlers`) or times out,
+    the worker gets SIGTERM — which it takes as KeyboardInterrupt, so its latency worker and
+    temporary directories are cleaned up — and SIGKILL after `TERMINATE_GRACE_S`."""
+
+    TERMINATE_GRACE_S = 10.0
+
     def __init__(self, timeout_s: float | None = None):
         self.timeout_s = timeout_s
 
     def run(self, fn: Callable[[Any], dict], payload: Any) -> dict:
+        import os
+        import threading
+
+        from advisor.procs import own_multiprocessing_tempdir, pool_worker_init
+
+        own_multiprocessing_tempdir()  # named pymp-PID-*, not pymp-*: see advisor.procs
         ctx = mp.get_context("spawn")
+        on_main = threading.current_thread() is threading.main_thread()
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=pool_worker_init,
+                                   initargs=(os.getpid(), on_main))
         try:
-            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-                fut = pool.submit(_safe_call, fn, payload)
+            try:
+                fut = pool.submit(_worker_call, fn, payload)
                 return fut.result(timeout=self.timeout_s)
+            except BaseException:
+                _terminate_workers(pool, self.TERMINATE_GRACE_S)
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         except BrokenProcessPool:
             return {"status": "failed", "error": "the worker process died (crash or out of memory)"}
         except TimeoutError:
             return {"status": "failed", "error": f"timed out after {self.timeout_s:.0f} s"}
         except Exception as e:  # payload not picklable etc.
             return {"status": "failed", "error": f"{type(e).__name__}: {e}"[:500]}
+
+
+def _terminate_workers(pool: ProcessPoolExecutor, grace_s: float) -> None:
+    """SIGTERM the pool's worker processes, wait up to `grace_s`, then SIGKILL."""
+    import time
+
+    procs = [p for p in (getattr(pool, "_processes", None) or {}).values() if p.is_alive()]
+    for p in procs:
+        try:
+            p.terminate()
+        except (OSError, ValueError):
+            pass
+    end = time.monotonic() + grace_s
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(5.0)
 
 
 def make_executor(kind: str = "process", timeout_s: float | None = None) -> Executor:

@@ -40,12 +40,43 @@ for _mod in _COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (see docs/CONTRACTS.md, "Signals, processes, exit
+    status"): 0, a command's `typer.Exit` code, 2 for user errors, 1 for internal errors, and
+    128 + N after signal N — 130 for SIGINT (Ctrl-C), 143 for SIGTERM — with "interrupted" on
+    stderr."""
+    from advisor import procs
+
+    previous = procs.install_signal_handlers()  # SIGTERM now unwinds like Ctrl-C
+    try:
+        procs.remove_stale_scratch()  # advisor-*-PID-* directories of runs killed with -9
+        return _main(argv)
+    except KeyboardInterrupt as e:  # a signal while printing an error, or outside the command
+        return _interrupted(getattr(e, "signum", None))
+    finally:
+        procs.restore_signal_handlers(previous)
+
+
+def _interrupted(signum: int | None = None) -> int:
+    from advisor import procs
+
+    signum = signum or procs.received_signal() or 2
+    print("interrupted" + (" (SIGTERM)" if signum == 15 else ""), file=sys.stderr)
+    return procs.exit_code_for(signum)
+
+
+def _main(argv: list[str] | None) -> int:
+    from advisor import procs
     from advisor.errors import AdvisorError
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or \
         os.environ.get("ADVISOR_DEBUG") == "1"
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False: typer *returns* the code of a typer.Exit (and turns a
+        # KeyboardInterrupt into a returned 130) instead of raising it
+        rc = app(args=argv, standalone_mode=False)
+        if procs.received_signal() is not None or rc == 130:
+            return _interrupted()
+        return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
     except AdvisorError as e:
         if debug:
             raise
@@ -58,11 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         if e.hint:
             err.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False, soft_wrap=True)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except SystemExit as e:  # typer/click exits (--help, usage errors)
-        return int(e.code or 0)
+    except KeyboardInterrupt as e:
+        return _interrupted(getattr(e, "signum", None))
+    except SystemExit as e:  # typer/click exits (--help, usage errors), sys.exit in a command
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception as e:  # usage errors come as click exceptions in non-standalone mode
         if hasattr(e, "show") and hasattr(e, "exit_code"):  # click.ClickException (typer's click)
             e.show()

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from advisor.cli import app
-from advisor.cli.options import (ArchOpt, FromProfileOpt, InputShapeOpt, TargetOpt,
-                                 TrustPickleOpt)
+from advisor.cli.options import (ArchOpt, FromProfileOpt, InputShapeOpt, MaxTrialsOpt,
+                                 RepeatsOpt, TargetOpt, TrustPickleOpt)
 
 
 @app.command("analyze")
@@ -30,8 +30,8 @@ def analyze_cmd(
     input_shape: InputShapeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     from_profile: FromProfileOpt = None,
-    max_trials: Annotated[int, typer.Option("--max-trials", help="At most this many candidate trials (the --budget time limit applies too).")] = 20,
-    repeats: Annotated[int, typer.Option("--repeats", help="Latency repeats per measurement.")] = 100,
+    max_trials: MaxTrialsOpt = 20,
+    repeats: RepeatsOpt = 100,
     inline: Annotated[bool, typer.Option("--inline", help="Run trials in this process (no isolation; debugging).")] = False,
 ) -> None:
     """Measure MODEL on the target, choose compression plans by the four factors, try them, and report."""

@@ -51,3 +51,5 @@ def apply_cmd(
                       "stored compressed; gunzip it on the device before loading)")
     for k, v in res.files.items():
         console.print(f"wrote {k}: {v}", markup=False, highlight=False)
+    for w in getattr(res, "warnings", ()):
+        console.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)

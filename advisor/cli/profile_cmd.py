@@ -39,6 +39,9 @@ def profile_cmd(
     from advisor.model_io import load_model
     from advisor.targets import load_target, target_available
 
+    if json_out is not None:  # before any work: the profile never replaces an input
+        from advisor.outdir import reject_input_overwrite
+        reject_input_overwrite(Path(json_out).parent, [model, target], [Path(json_out).name])
     tgt = load_target(target)
     ok, why = target_available(tgt)
     if not ok:  # say so before spending time on loading the model
@@ -47,7 +50,13 @@ def profile_cmd(
                           "pass the file to `advisor analyze --from-profile`")
     for name in runtime or ():
         tgt.runtime(name)
+    from advisor.data import check_input_size
+    if json_out is not None:  # a profile that cannot be written fails now, not after measuring
+        from advisor.fileio import check_writable_file
+        check_writable_file(Path(json_out), what="--json")
+    check_input_size(input_shape, batch_size=batch_size)  # before the loader allocates it
     loaded = load_model(model, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    check_input_size(loaded.input_shape, batch_size=batch_size)
     prof = profile_model(loaded, tgt, batch_size=batch_size, runtimes=runtime, warmup=warmup,
                          repeats=repeats, max_seconds=max_seconds, processes=processes,
                          progress=True)

@@ -11,6 +11,8 @@ the count or the time budget is reached: `perf_counter` under `torch.inference_m
 CUDA events + synchronize on GPU.
 
 Only the runtime being measured is imported: an ONNX Runtime measurement never loads torch.
+Started by `advisor.measure.latency` (ADVISOR_PARENT_PID set), it first arranges to die with
+its parent (`advisor.procs.die_with_parent`).
 """
 from __future__ import annotations
 
@@ -313,4 +315,8 @@ def _one_line(e: BaseException) -> str:
 
 
 if __name__ == "__main__":
+    if os.environ.get("ADVISOR_PARENT_PID"):  # started by advisor.measure.latency
+        from advisor.procs import die_with_parent
+
+        die_with_parent()  # a worker that outlives its parent would go on measuring
     sys.exit(main(sys.argv[1:]))

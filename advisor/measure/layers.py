@@ -305,7 +305,8 @@ def onnx_hotspots(path: str | Path, input_shape: tuple[int, ...], *, threads: in
     import numpy as np
     import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory(prefix="advisor-ortprof-") as tmp:
+    # advisor-ortprof-PID-*: a later run removes it if this process is killed meanwhile
+    with tempfile.TemporaryDirectory(prefix=f"advisor-ortprof-{os.getpid()}-") as tmp:
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.enable_profiling = True

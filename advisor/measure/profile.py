@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Callable
 from advisor.errors import InputShapeError, TargetError
 from advisor.measure.layers import Hotspots
 from advisor.measure.latency import LatencyError, LatencyStats, measurement_settings
+from advisor.procs import scratch_dir
 
 __all__ = ["Profile", "profile_model", "SCHEMA_VERSION"]
 
@@ -236,12 +236,14 @@ def profile_model(loaded, target, *, batch_size: int = 1, runtimes: list[str] | 
     shape = (int(batch_size),) + tuple(int(d) for d in loaded.input_shape[1:])
     settings = measurement_settings(target)
     own_dir = workdir is None
-    work = Path(tempfile.mkdtemp(prefix="advisor-profile-")) if own_dir else Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
+    # advisor-profile-PID-*: removed below on every exit path, and by a later run if this
+    # process is killed (advisor.procs.remove_stale_scratch)
+    work = scratch_dir("profile") if own_dir else Path(workdir)
     warnings: list[str] = []
     entries: dict[str, dict[str, Any]] = {}
     artefacts: dict[str, Path] = {}
     try:
+        work.mkdir(parents=True, exist_ok=True)
         with _Steps(progress, total=2 * len(names) + 2) as steps:
             for name in names:
                 steps.start(f"exporting for {name}")
