@@ -17,11 +17,7 @@
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +26,7 @@ import torch
 from torch import nn
 
 from advisor.fileio import atomic_path
+from advisor.quiet import quiet
 
 META_FILE = "advisor.json"
 _TWO_GB = 2 * 1024 ** 3
@@ -42,23 +39,6 @@ def _batched_example(input_shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 
-@contextlib.contextmanager
-def _quiet():
-    """The dynamo exporter prints progress to stdout and warns a lot; keep our output clean."""
-    buf = io.StringIO()
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
-
-
 def export_program(model: nn.Module, input_shape: tuple[int, ...], dynamic_batch: bool = True):
     """torch.export the model (eval mode) with a dynamic batch if possible, else a static one.
 
@@ -68,12 +48,12 @@ def export_program(model: nn.Module, input_shape: tuple[int, ...], dynamic_batch
     x = _batched_example(input_shape)
     if dynamic_batch:
         try:
-            with _quiet():
+            with quiet():
                 return torch.export.export(
                     model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)), True
         except Exception:
             pass
-    with _quiet():
+    with quiet():
         return torch.export.export(model, (torch.randn(*input_shape),)), False
 
 
@@ -97,9 +77,9 @@ def save_torchscript(model: nn.Module, path: str | Path, input_shape: tuple[int,
     from advisor.sparse import has_csr, script_csr_layers
 
     model = (script_csr_layers(model) if has_csr(model) else model).eval()
-    with _quiet(), torch.inference_mode(False), torch.no_grad():
+    with quiet(), torch.inference_mode(False), torch.no_grad():
         traced = torch.jit.trace(model, (_batched_example(input_shape),), check_trace=False)
-    with atomic_path(path) as tmp, _quiet():
+    with atomic_path(path) as tmp, quiet():
         torch.jit.save(traced, str(tmp), _extra_files={META_FILE: json.dumps(meta)})
     return Path(path)
 
@@ -146,7 +126,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     if dynamic_batch:
         x = _batched_example(input_shape)
         try:
-            with _quiet():
+            with quiet():
                 prog = torch.onnx.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},),
                                          **kwargs)
             dynamic = True
@@ -154,13 +134,13 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
             prog = None
     if prog is None:
         x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
-        with _quiet():
+        with quiet():
             prog = torch.onnx.export(model, (x,), **kwargs)
     external = _param_bytes(model) > _TWO_GB
     if external:
         # the weights live in a side file named after the model: no atomic rename here
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _quiet():
+        with quiet():
             prog.save(str(path), external_data=True)
     else:
         import onnx

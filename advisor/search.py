@@ -4,7 +4,9 @@
   failing candidate is recorded with its error and the search goes on.
 - A candidate's knob (prune ratio, sparsity, Tucker energy, calibration method) is tuned by
   measurement: monotonic knobs go from mild to aggressive and stop at the first value that breaks
-  the accuracy budget; int8 that misses the budget is retried with the accuracy-aware fallback.
+  the accuracy budget; a pass that misses the budget is retried with its accuracy-aware fallback
+  (int8 with layers kept in fp32). Which knobs are monotonic and which field is a pass's
+  fallback budget is declared in its config's field metadata (`advisor.passes.base`).
 - Selection: the best plan meeting every constraint (accuracy drop on the validation split,
   --max-latency, --max-size, and a real gain on the goal); nothing is dropped when none
   qualifies — the closest plans are reported.
@@ -20,10 +22,6 @@ from typing import Any, Callable
 from advisor.decide.factors import Factors
 from advisor.decide.plan import Plan, Step
 from advisor.decide.rules import Candidate
-
-MONOTONIC_KNOBS = {"ratio": "up", "sparsity": "up", "flops_reduction": "up", "energy": "down"}
-FALLBACK_FIELD = "max_drop"  # int8_static's accuracy-aware fallback budget (points)
-
 
 @dataclass
 class SearchSettings:
@@ -59,6 +57,7 @@ class TrialRecord:
     seconds: float = 0.0
     artifact: str | None = None
     runtime: str | None = None
+    outcome: Any = None  # advisor.outcome.TrialOutcome once measured
 
     def to_json(self) -> dict:
         return {"id": self.id, "name": self.name, "rule": self.rule, "family": self.family,
@@ -90,13 +89,12 @@ def check_constraints(rec: TrialRecord, baseline: Baseline, factors: Factors) ->
     """Violated constraints of a measured trial, in words (empty = feasible)."""
     m = rec.measured or {}
     v = []
-    allowed = factors.allowed_drop_points(baseline.accuracy)
-    if baseline.verified and m.get("accuracy") is not None and baseline.accuracy is not None:
-        drop = (baseline.accuracy - m["accuracy"]) * 100
+    allowed = m.get("allowed_drop", factors.allowed_drop_points(baseline.accuracy))
+    drop, disagree = m.get("accuracy_drop"), m.get("disagreement")
+    if baseline.verified and drop is not None:
         if drop > allowed + 1e-9:
             v.append(f"accuracy drop {drop:.2f} pts > {allowed:.2f}")
-    elif m.get("agreement"):
-        disagree = (1 - m["agreement"]["top1_agreement"]) * 100
+    elif disagree is not None:
         if disagree > allowed + 1e-9:
             v.append(f"disagrees with the original on {disagree:.2f}% of inputs > {allowed:.2f}")
     p50 = (m.get("latency_ms") or {}).get("p50")
@@ -125,25 +123,21 @@ def objective(rec: TrialRecord, factors: Factors) -> float:
 
 
 def _annotate(rec: TrialRecord, result: dict, baseline: Baseline, factors: Factors) -> None:
+    """Fill `rec` from a trial's result: every figure is derived once (`advisor.outcome`)."""
+    from advisor.outcome import derive_outcome
+
     rec.status = result.get("status", "failed")
     rec.error = result.get("error")
     rec.seconds = float(result.get("seconds", rec.seconds))
     if rec.status != "ok":
         return
-    m = result["measured"]
     rt = result.get("runtime")
-    base = baseline.latency_p50.get(rt) or min(baseline.latency_p50.values())
-    paired = m.get("paired")
-    if paired and paired.get("speedup"):  # timed against the baseline in one process: robust
-        m["speedup"] = paired["speedup"]
-        m["speedup_source"] = "paired with the baseline in one process (ratio of fastest calls)"
-    else:
-        m["speedup"] = base / m["latency_ms"]["p50"] if m["latency_ms"]["p50"] else None
-        m["speedup_source"] = "separate measurements"
-    m["size_ratio"] = m["size_mb"] / baseline.size_mb if baseline.size_mb else None
-    if baseline.accuracy is not None and m.get("accuracy") is not None:
-        m["accuracy_drop"] = (baseline.accuracy - m["accuracy"]) * 100
-    rec.measured, rec.steps = m, result.get("steps", [])
+    rec.outcome = derive_outcome(
+        result["measured"], runtime=rt, baseline_latency=baseline.latency_p50,
+        baseline_size_mb=baseline.size_mb, baseline_accuracy=baseline.accuracy,
+        allowed_drop=factors.allowed_drop_points(baseline.accuracy),
+        artifact=result.get("artifact"))
+    rec.measured, rec.steps = rec.outcome.to_json(), result.get("steps", [])
     rec.artifact, rec.runtime = result.get("artifact"), rt
     if result.get("note"):
         rec.reasons.append(result["note"])
@@ -172,7 +166,7 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
         return settings.budget_seconds - (time.perf_counter() - start)
 
     for c, vars_ in queue:
-        direction = MONOTONIC_KNOBS.get(c.knob["field"]) if c.knob else None
+        direction = _monotonic_direction(c)
         for name, steps, value in vars_:
             left = time_left()
             if len(records) >= settings.max_trials or (left is not None and left <= 0):
@@ -201,7 +195,10 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             _annotate(rec, result, baseline, factors)
             records.append(rec)
             done += 1
-            if rec.status == "ok" and not rec.meets_constraints and _accuracy_only(rec):
+            left = time_left()
+            room = len(records) < settings.max_trials and (left is None or left > 0)
+            if room and rec.status == "ok" and not rec.meets_constraints and \
+                    _accuracy_only(rec):  # a retry is a trial: it counts against both limits
                 fb = _fallback_retry(c, steps, rec, baseline, factors, run_one, settings,
                                      target_name, data_specs, len(records) + 1)
                 if fb is not None:
@@ -213,6 +210,24 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
     return records
 
 
+def _spec(pass_name: str):
+    """The registered pass (None if unknown); the registry is loaded lazily."""
+    from advisor.passes.base import load_builtin_passes
+
+    return load_builtin_passes().get(pass_name)
+
+
+def _monotonic_direction(c: Candidate) -> str | None:
+    """"increasing"/"decreasing" when c's knob is declared monotonic by its pass's config."""
+    from advisor.passes.base import knob_direction
+
+    if not c.knob:
+        return None
+    spec = _spec(c.steps[c.knob["step"]].pass_name)
+    direction = knob_direction(spec.config_cls, c.knob["field"]) if spec else None
+    return direction if direction in ("increasing", "decreasing") else None
+
+
 def _accuracy_only(rec: TrialRecord) -> bool:
     return bool(rec.violations) and all(v.startswith(("accuracy", "disagrees"))
                                         for v in rec.violations)
@@ -220,23 +235,23 @@ def _accuracy_only(rec: TrialRecord) -> bool:
 
 def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_name,
                     data_specs, index) -> TrialRecord | None:
-    """int8 that misses the accuracy budget: retry with layers reverted to fp32 until within it."""
-    from advisor.passes.base import get_pass
-
+    """A plan that misses the accuracy budget: retry its first step that declares an
+    accuracy-aware fallback (int8: layers reverted to fp32) with the budget filled in."""
     for i, st in enumerate(steps):
-        if st.pass_name != "int8_static":
+        spec = _spec(st.pass_name)
+        budget_field = spec.fallback_field if spec else None
+        if budget_field is None:
             continue
-        fields = getattr(get_pass("int8_static").config_cls, "__dataclass_fields__", {})
-        if FALLBACK_FIELD not in fields or st.config.get(FALLBACK_FIELD) is not None:
+        if st.config.get(budget_field) is not None:
             return None
         new_steps = copy.deepcopy(steps)
-        new_steps[i].config[FALLBACK_FIELD] = factors.allowed_drop_points(baseline.accuracy)
+        new_steps[i].config[budget_field] = factors.allowed_drop_points(baseline.accuracy)
         name = f"{rec.name} + fp32 fallback"
         plan = make_plan(Candidate(name, new_steps, c.family, c.rule), factors, target_name,
                          settings.seed, data_specs)
         fb = TrialRecord(f"c{index}", name, c.rule, c.family, plan.to_json(), _predicted(c),
-                         reasons=["int8 missed the accuracy budget: the most sensitive layers "
-                                  "are kept in fp32 until it fits"])
+                         reasons=[f"{st.pass_name} missed the accuracy budget: the most "
+                                  "sensitive layers are kept in fp32 until it fits"])
         t0 = time.perf_counter()
         result = run_one(plan, None)
         fb.seconds = time.perf_counter() - t0

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import statistics
-import time
 import warnings
 import zlib
 from typing import Callable, Iterable, Iterator
@@ -257,7 +255,7 @@ def to_csr(model: nn.Module, names: Iterable[str]) -> list[str]:
     for name in names:
         m = _get(model, name)
         if isinstance(m, nn.Linear):
-            _set(model, name, CSRLinear(m))
+            set_module(model, name, CSRLinear(m))
             done.append(name)
     return done
 
@@ -266,7 +264,7 @@ def densify(model: nn.Module) -> list[str]:
     """Replace every CSRLinear by an equal dense Linear in place; returns their names."""
     names = [n for n, m in model.named_modules() if isinstance(m, CSRLinear)]
     for n in names:
-        _set(model, n, _get(model, n).to_linear())
+        set_module(model, n, _get(model, n).to_linear())
     return names
 
 
@@ -281,30 +279,16 @@ def script_csr_layers(model: nn.Module) -> nn.Module:
 
     model = copy.deepcopy(model)
     for name in [n for n, m in model.named_modules() if isinstance(m, CSRLinear)]:
-        _set(model, name, torch.jit.script(_get(model, name)))
+        set_module(model, name, torch.jit.script(_get(model, name)))
     return model
 
 
 def time_ms(fn: Callable[[], object], repeats: int = 30, warmup: int = 5) -> float:
-    """Median wall time of `fn()` in ms under inference mode (micro-benchmark, this process).
+    """Median wall time of `fn()` in ms under inference mode (micro-benchmark, this process):
+    the p50 of `advisor.measure.timer.time_inprocess`."""
+    from advisor.measure.timer import time_inprocess
 
-    Uses `advisor.measure.latency.time_inprocess` when it exists, else perf_counter medians.
-    """
-    try:
-        from advisor.measure.latency import time_inprocess
-    except ImportError:
-        time_inprocess = None
-    with torch.inference_mode():
-        if time_inprocess is not None:
-            return float(time_inprocess(fn, repeats=repeats, warmup=warmup).p50)
-        for _ in range(warmup):
-            fn()
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e3
+    return float(time_inprocess(fn, repeats=repeats, warmup=warmup).p50)
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -340,7 +324,8 @@ def _get(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name)
 
 
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` in place of the submodule called `name`."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)

@@ -11,28 +11,34 @@ A target is a small TOML file (built-ins in `advisor/profiles/`, or any path giv
     precisions = ["fp32", "int8"]   # fp32 fp16 bf16 int8
     sparse_kernels = []             # csr-linear (torch CSR matmul on CPU), 2:4 (Ampere+ GPUs)
     emulated = true                 # measured on this host under the limits above
+    arch = "arm"                    # optional: x86 | arm; omitted = this host's (or "arm" when
+                                    # the name says so: edge-arm, ...)
+    isa = ["neon", "asimd"]         # optional, with arch: the device's ISA extensions
     notes = ["..."]
     [[runtimes]]                    # first = primary (deploy) runtime
     name = "onnxruntime"            # onnxruntime | torch
     provider = "CPUExecutionProvider"
 
 Everything the rules and the profiler need is here; a malformed file is a `TargetError` naming
-the file and the field. Host capabilities live in `advisor.measure.host` (re-exported here).
+the file and the field. Host capabilities live in `advisor.measure.host` (re-exported here);
+a target's CPU (`arch`, `isa`, and `cpu_source`: where they came from) is the profile's when it
+declares one, else this host's as `advisor.measure.host.detect_cpu` finds it.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from advisor.errors import TargetError
-from advisor.measure.host import detect_host
+from advisor.measure.host import ISA_NAMES, arch_family, detect_cpu, detect_host
 
 __all__ = ["RuntimeSpec", "Target", "load_target", "list_targets", "target_available",
-           "detect_host", "PROFILES_DIR"]
+           "detect_host", "arch_from_name", "PROFILES_DIR"]
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
@@ -44,7 +50,10 @@ ORT_PROVIDERS = {"cpu": ("CPUExecutionProvider",),
                  "cuda": ("CUDAExecutionProvider", "TensorrtExecutionProvider")}
 
 _REQUIRED = ("name", "device", "runtimes", "precisions")
-_OPTIONAL = ("description", "threads", "memory_budget_mb", "sparse_kernels", "emulated", "notes")
+_OPTIONAL = ("description", "threads", "memory_budget_mb", "sparse_kernels", "emulated", "notes",
+             "arch", "isa")
+ARCHES = ("x86", "arm")
+_ARM_WORDS = {"arm", "arm64", "aarch64", "neon", "cortex", "graviton"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,9 @@ class Target:
     description: str = ""
     notes: tuple[str, ...] = ()
     source_path: Path | None = None
+    arch: str | None = None  # CPU family the target deploys to: "x86" | "arm"
+    isa: tuple[str, ...] = ()  # its ISA extensions (advisor.measure.host names)
+    cpu_source: str = "host"  # where arch/isa come from: "host" | "profile" | "name"
 
     @property
     def primary_runtime(self) -> RuntimeSpec:
@@ -96,7 +108,8 @@ class Target:
                 "precisions": list(self.precisions), "sparse_kernels": list(self.sparse_kernels),
                 "emulated": self.emulated, "description": self.description,
                 "notes": list(self.notes),
-                "source_path": str(self.source_path) if self.source_path else None}
+                "source_path": str(self.source_path) if self.source_path else None,
+                "arch": self.arch, "isa": list(self.isa), "cpu_source": self.cpu_source}
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -181,10 +194,35 @@ def _validate(data: dict[str, Any], path: Path) -> Target:
         notes = [notes]
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise bad("notes", "must be a string or a list of strings")
+    arch, isa, cpu_source = _cpu(data, name, bad)
     return Target(name=name, device=device, runtimes=_runtimes(data["runtimes"], device, bad),
                   threads=threads, memory_budget_mb=float(budget) if budget is not None else None,
                   precisions=precisions, sparse_kernels=sparse, emulated=emulated,
-                  description=description, notes=tuple(notes), source_path=path.resolve())
+                  description=description, notes=tuple(notes), source_path=path.resolve(),
+                  arch=arch, isa=isa, cpu_source=cpu_source)
+
+
+def arch_from_name(name: str) -> str | None:
+    """"arm" when a target's name says so (`edge-arm`, `graviton3`), else None. Descriptions are
+    not read: "x86-64 or Arm" is common."""
+    words = set(re.split(r"[^a-z0-9]+", str(name or "").lower()))
+    return "arm" if words & _ARM_WORDS else None
+
+
+def _cpu(data: dict, name: str, bad) -> tuple[str, tuple[str, ...], str]:
+    """(arch, isa, source): declared in the profile, else Arm by name, else this host's."""
+    if "isa" in data and "arch" not in data:
+        raise bad("isa", "needs `arch` too (x86 or arm): the flags describe that CPU")
+    if "arch" in data:
+        arch = _typed(data, "arch", str, bad)
+        if arch not in ARCHES:
+            raise bad("arch", f"must be one of {', '.join(ARCHES)} (got {arch!r})")
+        isa = _str_list(data, "isa", bad, ISA_NAMES) if "isa" in data else ()
+        return arch, isa, "profile"
+    if arch_from_name(name):
+        return "arm", (), "name"
+    host = detect_cpu()
+    return arch_family(), tuple(host["isa"]), "host"
 
 
 def usable_cores() -> int:

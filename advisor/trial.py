@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from advisor.decide.plan import plan_from_json
+from advisor.measure.accuracy import accuracy, logits_agreement, predictor
 from advisor.passes.base import OnnxArtifact, PassContext, RetrainBudget, load_builtin_passes
 
 
@@ -121,36 +122,22 @@ def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
                                  max_seconds=min(4.0, float(p.measure.get("max_seconds", 4.0))))
         out["paired"] = paired.to_json()
     out["accuracy"] = _accuracy(predict, p.val_loader) if p.val_loader is not None else None
+    from advisor.reproduce import fingerprint  # what `advisor apply` must rebuild
+    out["reproduce"] = fingerprint(artifact, runtime, p.input_shape, predict)
     if p.reference_inputs is not None and p.reference_logits is not None:
-        logits = predict(p.reference_inputs)
-        ref = p.reference_logits
-        out["agreement"] = {"top1_agreement": float((logits.argmax(1) == ref.argmax(1)).mean()),
-                            "max_abs_diff": float(np.max(np.abs(logits - ref)))}
+        out["agreement"] = logits_agreement(p.reference_logits, predict(p.reference_inputs))
     return out
 
 
 def _predictor(artifact: Path, runtime: str):
     """A function inputs → logits (numpy) for the deployed artefact."""
-    if runtime == "onnxruntime":
-        from advisor.export import onnx_session, run_onnx
-        sess = onnx_session(artifact)
-        return lambda x: run_onnx(sess, x)
-    module = torch.jit.load(str(artifact)) if str(artifact).endswith(".ts") else \
-        torch.export.load(str(artifact)).module()
-
-    @torch.inference_mode()
-    def predict(x):
-        return module(x).float().numpy()
-    return predict
+    from advisor.measure.accuracy import artifact_predictor
+    return artifact_predictor(artifact, runtime)
 
 
 def _accuracy(predict, loader) -> float:
-    correct = total = 0
-    for x, y in loader:
-        pred = predict(x).argmax(1)
-        correct += int((torch.from_numpy(pred) == y).sum())
-        total += len(y)
-    return correct / max(1, total)
+    """Top-1 accuracy in [0, 1] of `predict` over labelled batches (`measure.accuracy`)."""
+    return accuracy(predict, loader)
 
 
 def _stored_size(artifact: Path, steps: list[dict]) -> tuple[float, str]:

@@ -107,7 +107,7 @@ def compare(name: str, model, splits, resolution: int, threads: int, work: Path,
                                          TorchDynamicInt8Config, WeightOnlyInt8Config,
                                          int8_dynamic, int8_static, torch_dynamic_int8,
                                          weight_only_int8)
-    from advisor.passes.quantize_ort import paired_latency
+    from advisor.passes.onnx_common import paired_latency
     from advisor.passes.quantize_torch import paired_torch_latency, state_bytes
 
     shape = (1, 3, resolution, resolution)
@@ -322,7 +322,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     from advisor.examples.digits import load_digits_splits
-    from advisor.passes.quantize_ort import choose_int8_types
+    from advisor.passes.int8_types import choose_int8_types
 
     splits = load_digits_splits()
     work = CACHE / "artifacts"

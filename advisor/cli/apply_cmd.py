@@ -53,3 +53,14 @@ def apply_cmd(
         console.print(f"wrote {k}: {v}", markup=False, highlight=False)
     for w in getattr(res, "warnings", ()):
         console.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
+    rep = res.reproduction
+    if rep is None:
+        console.print("reproduction: not checked (the plan records no measured model)")
+    elif rep["status"] == "reproduced":
+        console.print(f"reproduction: reproduced the model analyze measured (outputs within "
+                      f"{rep['max_abs_diff']:.2g}, tolerance {rep['tolerance']:g} relative; "
+                      f"weights {'identical' if rep['weights_identical'] else 'differ'})",
+                      markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(f"warning: reproduction: this is NOT the model analyze measured: "
+                      f"{rep.get('reason')}", markup=False, highlight=False, soft_wrap=True)

@@ -32,11 +32,10 @@ def profile_cmd(
     runtime: RuntimeOpt = None,
 ) -> None:
     """Measure MODEL on the target: latency per runtime, memory, size, FLOPs and hot spots."""
+    from advisor.api import profile
     from advisor.cli.render import stdout_console
     from advisor.errors import TargetError
     from advisor.fileio import write_json_atomic
-    from advisor.measure.profile import profile_model
-    from advisor.model_io import load_model
     from advisor.targets import load_target, target_available
 
     if json_out is not None:  # before any work: the profile never replaces an input
@@ -55,11 +54,11 @@ def profile_cmd(
         from advisor.fileio import check_writable_file
         check_writable_file(Path(json_out), what="--json")
     check_input_size(input_shape, batch_size=batch_size)  # before the loader allocates it
-    loaded = load_model(model, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
-    check_input_size(loaded.input_shape, batch_size=batch_size)
-    prof = profile_model(loaded, tgt, batch_size=batch_size, runtimes=runtime, warmup=warmup,
-                         repeats=repeats, max_seconds=max_seconds, processes=processes,
-                         progress=True)
+    # loads the model, checks its input at this batch size, then measures
+    prof = profile(model, target=tgt, arch=arch, input_shape=input_shape,
+                   trust_pickle=trust_pickle, batch_size=batch_size, runtimes=runtime,
+                   warmup=warmup, repeats=repeats, max_seconds=max_seconds, processes=processes,
+                   progress=True)
     console = stdout_console()
     print_profile(prof, console)
     if json_out is not None:

@@ -73,7 +73,8 @@ def print_analysis(result, console: Console | None = None) -> None:
     c.print(f"[bold]model[/] {escape(str(r['model']['path']))}  "
             f"[bold]target[/] {escape(tgt)}  "
             f"[bold]goal[/] {r['factors']['goal']}  [bold]max drop[/] "
-            f"{r['factors']['max_drop']:g} pts  [bold]retrain[/] {r['factors']['retrain']}")
+            f"{r['factors']['allowed_drop_points']:.2f} pts  [bold]retrain[/] "
+            f"{r['factors']['retrain']}")
     t = Table(title="candidates (measured on the target)")
     for col in ("id", "plan", "status", "runtime", "p50 ms", "speed-up", "size MB",
                 "accuracy" if verified else "agreement", "meets"):
@@ -98,6 +99,8 @@ def print_analysis(result, console: Console | None = None) -> None:
                   "[green]yes[/]" if cand["meets_constraints"] else
                   f"[yellow]no[/] {escape('; '.join(cand['violations'])[:50])}")
     c.print(t)
+    if r.get("measurement", {}).get("latency"):
+        c.print(f"[dim]{escape(r['measurement']['latency'])}[/]", soft_wrap=True)
     chosen = r.get("chosen")
     if chosen:
         m = chosen["measured"]

@@ -36,6 +36,9 @@ class Plan:
     seed: int = 0
     data: dict[str, Any] = field(default_factory=dict)  # data specs used (train/calib), for replay
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    # what `analyze` measured for this plan (artefact sha256, outputs on probe inputs): `apply`
+    # checks that its replay reproduced it (see advisor.reproduce)
+    expected: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pass_names(self) -> list[str]:
@@ -45,7 +48,7 @@ class Plan:
         return {"schema_version": PLAN_SCHEMA_VERSION, "kind": PLAN_KIND, "name": self.name,
                 "steps": [s.to_json() for s in self.steps], "factors": self.factors,
                 "target": self.target, "seed": self.seed, "data": self.data,
-                "created": self.created}
+                "created": self.created, **({"expected": self.expected} if self.expected else {})}
 
 
 def plan_from_json(data: Any, known_passes: Iterable[str], source: str = "plan") -> Plan:
@@ -87,8 +90,9 @@ def plan_from_json(data: Any, known_passes: Iterable[str], source: str = "plan")
     plan_data = _field(data, "data", dict, {}, source)
     _check_data(plan_data, source)
     created = _field(data, "created", str, "", source)
+    expected = _field(data, "expected", dict, {}, source)
     return Plan(name=name, steps=steps, factors=dict(factors), target=target, seed=seed,
-                data=dict(plan_data), created=created)
+                data=dict(plan_data), created=created, expected=dict(expected))
 
 
 def _kind(value: Any) -> str:

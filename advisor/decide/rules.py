@@ -1,10 +1,12 @@
 """The rule engine: the lecture's four factors + a measured profile → ranked candidate plans.
 
 Each rule is a small named function `(Situation) -> RuleResult | None` that explains itself in
-plain words and cites the lecture or the measurement it relies on. Rules only propose chains
-whose passes are registered (a technique that has not been built is simply not offered), and
-`registry_defaults` offers any registered pass no rule mentions, with its default config, when
-its flags fit the factors — so new passes are picked up without changing the engine.
+plain words and cites the lecture or the measurement it relies on; `@rule(offers=...)` names the
+passes its candidates may use. Rules only propose chains whose passes are registered (a
+technique that has not been built is simply not offered), and `registry_defaults` offers any
+registered pass no rule offers, with its default config, when its flags fit the factors — so new
+passes are picked up without changing the engine. What the engine knows of a pass (whether it
+trains, which config field is its tunable knob) comes from its `PassFlags`, never from a list here.
 
 Predictions (speed-up, size ratio) are rough priors used for ranking only; the search measures
 every candidate on the target and the report shows predicted vs measured.
@@ -33,10 +35,7 @@ class Candidate:
     note: str = ""
     knob: dict[str, Any] | None = None  # {"step": i, "field": name, "values": [...]} tuned by measurement
     score: float = 0.0
-
-    @property
-    def trains(self) -> bool:
-        return any(s.pass_name in _TRAINING_PASSES for s in self.steps)
+    trains: bool = False  # a step trains (set by evaluate_rules from the pass flags)
 
 
 @dataclass
@@ -52,17 +51,40 @@ class RuleResult:
                 "candidates": [c.name for c in self.candidates]}
 
 
-_TRAINING_PASSES: set[str] = set()  # filled from the registry flags in rank_candidates
-RULES: list[Callable[[Situation], RuleResult | None]] = []
+RuleFn = Callable[[Situation], "RuleResult | None"]
+RULES: list[RuleFn] = []
 
 
-def rule(fn: Callable[[Situation], RuleResult | None]):
-    RULES.append(fn)
-    return fn
+def rule(fn: RuleFn | None = None, *, offers: tuple[str, ...] = ()):
+    """Register a rule (`@rule` or `@rule(offers=(...))`); `offers` names every pass its
+    candidates may contain, so `registry_defaults` leaves those passes to the rules."""
+    def deco(f: RuleFn) -> RuleFn:
+        f.offers = frozenset(offers)
+        RULES.append(f)
+        return f
+    return deco(fn) if fn is not None else deco
+
+
+def offered_by_rules() -> frozenset[str]:
+    """Every pass some rule may propose (the rest are offered by `registry_defaults`)."""
+    return frozenset().union(*(getattr(fn, "offers", ()) for fn in RULES))
+
+
+def _knob(s: Situation, pass_name: str, step: int, values: list[Any]) -> dict[str, Any] | None:
+    """Tune `pass_name`'s declared knob (its `PassFlags.knob`) over `values`, mild → aggressive;
+    None when the pass declares no knob."""
+    flags = s.passes.get(pass_name)
+    if flags is None or flags.knob is None:
+        return None
+    return {"step": step, "field": flags.knob, "values": list(values)}
 
 
 def _trains(s: Situation) -> bool:
     return s.factors.retrain in ("finetune", "full") and s.has_train_data
+
+
+_RECOVERY = ("finetune", "distill")  # what _recovery_steps may add
+_INT8_TAIL = ("int8_static",)  # what _int8_tail may add
 
 
 def _recovery_steps(s: Situation) -> list[Step]:
@@ -99,7 +121,7 @@ def _int8_tail(s: Situation) -> list[Step]:
 
 # ---- target-driven rules ------------------------------------------------------------------
 
-@rule
+@rule(offers=("int8_static",))
 def int8_static_on_cpu(s: Situation) -> RuleResult | None:
     """CPU target with int8: static int8 (calibrated, QDQ) in ONNX Runtime."""
     if s.device != "cpu" or "int8" not in s.precisions or not s.has("int8_static"):
@@ -109,20 +131,20 @@ def int8_static_on_cpu(s: Situation) -> RuleResult | None:
     c = Candidate("int8 static", [Step("int8_static", {"calibration": "minmax"})], "quantization",
                   "int8_static_on_cpu", speed, 0.27, 0.3,
                   "ONNX Runtime QDQ, per-channel weights, calibrated activations",
-                  knob={"step": 0, "field": "calibration",
-                        "values": ["minmax", "entropy", "percentile"]})
+                  knob=_knob(s, "int8_static", 0, ["minmax", "entropy", "percentile"]))
     return RuleResult("int8_static_on_cpu", "recommend",
                       f"The target runs int8 on the CPU ({isa}); static int8 with calibration "
                       "quantizes convolutions and linear layers with real int8 kernels in ONNX "
                       "Runtime: typically 2-4x faster and ~4x smaller, with no retraining. "
                       "Accuracy is checked on your data; layers that lose too much are kept in fp32.",
-                      f"{LECTURE}: quantization; measured here: static QDQ int8 9.5 -> 3.9 ms",
+                      f"{LECTURE}: quantization; benchmarks/results/quantization.md: int8 static "
+                      "3.25x faster than fp32 ONNX Runtime (ResNet, 224 px)",
                       [c])
 
 
-@rule
+@rule(offers=("int8_dynamic", "torch_dynamic_int8"))
 def dynamic_int8_for_linear_models(s: Situation) -> RuleResult | None:
-    """Linear-dominated: dynamic int8; conv-dominated: avoid (measured 7x slower)."""
+    """Linear-dominated: dynamic int8; conv-dominated: avoid (4-12x slower in the quantization benchmark)."""
     if s.device != "cpu" or not (s.has("int8_dynamic") or s.has("torch_dynamic_int8")):
         return None
     if s.linear_share >= 0.5:
@@ -141,12 +163,14 @@ def dynamic_int8_for_linear_models(s: Situation) -> RuleResult | None:
                           f"{LECTURE}: quantization", cands)
     return RuleResult("dynamic_int8_for_linear_models", "avoid",
                       f"Convolutions dominate ({s.conv_share:.0%} of the time): dynamic int8 "
-                      "re-quantizes activations at run time and, measured on a CNN here, ran 7x "
-                      "slower than fp32 in ONNX Runtime. Static int8 is the int8 option for CNNs.",
-                      "measured on this machine (ANCHORS: ORT quantize_dynamic on a CNN)")
+                      "re-quantizes activations at run time and ran 4-12x slower than fp32 in "
+                      "ONNX Runtime on the CNN benchmarks (ConvInteger has no fast kernel). "
+                      "Static int8 is the int8 option for CNNs.",
+                      "benchmarks/results/quantization.md: int8 dynamic on the CNNs "
+                      "0.08-0.26x the speed of fp32")
 
 
-@rule
+@rule(offers=("fp16", "bf16"))
 def half_precision_on_gpu(s: Situation) -> RuleResult | None:
     """CUDA target: fp16/bf16."""
     if s.device != "cuda":
@@ -162,7 +186,7 @@ def half_precision_on_gpu(s: Situation) -> RuleResult | None:
 
 # ---- goal-driven rules --------------------------------------------------------------------
 
-@rule
+@rule(offers=("prune_structured", *_RECOVERY, *_INT8_TAIL))
 def structured_pruning_for_latency(s: Situation) -> RuleResult | None:
     """Latency goal + retraining: structured pruning (BN-scale/L1), KD recovery, then int8."""
     if not s.has("prune_structured") or s.is_onnx:
@@ -187,14 +211,14 @@ def structured_pruning_for_latency(s: Situation) -> RuleResult | None:
     c1 = Candidate(f"prune {criterion} + recover", steps, "pruning",
                    "structured_pruning_for_latency", 2.5, 0.3, 1.0,
                    "channels physically removed (DepGraph keeps residual/concat couplings)",
-                   knob={"step": 0, "field": "ratio", "values": [0.3, 0.5, 0.7]})
+                   knob=_knob(s, "prune_structured", 0, [0.3, 0.5, 0.7]))
     cands = [c1]
     tail = _int8_tail(s)
     if tail:
         cands.append(Candidate(f"prune {criterion} + recover + int8", steps + tail, "pruning",
                                "structured_pruning_for_latency", 5.0, 0.08, 1.3,
                                "compress first, then quantize",
-                               knob={"step": 0, "field": "ratio", "values": [0.3, 0.5, 0.7]}))
+                               knob=_knob(s, "prune_structured", 0, [0.3, 0.5, 0.7])))
     crit_text = ("BatchNorm scaling factors rank channels (network slimming)" if s.has_batchnorm
                  else "L1 magnitude ranks filters")
     crit_text += (f"; channel counts are kept multiples of {multiple}, which the target's conv "
@@ -207,7 +231,7 @@ def structured_pruning_for_latency(s: Situation) -> RuleResult | None:
                       cands)
 
 
-@rule
+@rule(offers=("factorize", *_RECOVERY, *_INT8_TAIL))
 def tucker_for_conv_heavy(s: Situation) -> RuleResult | None:
     """Conv-dominated with kxk convs: Tucker-2 (VBMF ranks), recover if allowed."""
     if not s.has("factorize") or s.is_onnx or not s.editable or s.spatial_convs == 0:
@@ -232,7 +256,7 @@ def tucker_for_conv_heavy(s: Situation) -> RuleResult | None:
                                                             {"method": "energy", "energy": 0.99})],
                            "factorization", "tucker_for_conv_heavy", 1.2, 0.8, 0.3,
                            "conservative ranks: little accuracy lost without retraining",
-                           knob={"step": 0, "field": "energy", "values": [0.99, 0.95]}))
+                           knob=_knob(s, "factorize", 0, [0.99, 0.95])))
     return RuleResult("tucker_for_conv_heavy", "consider",
                       f"{s.spatial_convs} kxk convolutions take {s.conv_share:.0%} of the time: "
                       "Tucker-2 splits each into 1x1 -> small kxk -> 1x1, replacing a layer only "
@@ -241,7 +265,8 @@ def tucker_for_conv_heavy(s: Situation) -> RuleResult | None:
                       cands)
 
 
-@rule
+@rule(offers=("weight_only_int8", "prune_unstructured", "prune_unstructured_iterative",
+                *_RECOVERY))
 def size_goal(s: Situation) -> RuleResult | None:
     """Size goal or memory over budget: weight-only int8, unstructured sparsity + compressed storage."""
     if s.factors.goal not in ("size", "balanced") and s.factors.max_size_mb is None and \
@@ -260,8 +285,8 @@ def size_goal(s: Situation) -> RuleResult | None:
         cands.append(Candidate(f"unstructured {int(sparsity * 100)}% (compressed)", steps,
                                "sparsity", "size_goal", 1.0, 0.45 if sparsity >= 0.8 else 0.7,
                                1.0, "smaller when stored compressed; no speed-up on dense kernels",
-                               knob={"step": 0, "field": "sparsity",
-                                     "values": [0.5, 0.8, 0.9] if _trains(s) else [0.3, 0.5]}))
+                               knob=_knob(s, "prune_unstructured", 0,
+                                          [0.5, 0.8, 0.9] if _trains(s) else [0.3, 0.5])))
     if s.has("prune_unstructured_iterative") and not s.is_onnx and _trains(s) and \
             s.has_train_data:
         cands.append(Candidate("iterative 90% + lr rewinding (compressed)",
@@ -281,7 +306,7 @@ def size_goal(s: Situation) -> RuleResult | None:
                       cands)
 
 
-@rule
+@rule(offers=("prune_unstructured", *_RECOVERY))
 def sparse_kernels_on_target(s: Situation) -> RuleResult | None:
     """No sparse kernels: sparsity never speeds up; CSR linear where the target has it."""
     if not s.sparse_kernels:
@@ -298,12 +323,14 @@ def sparse_kernels_on_target(s: Situation) -> RuleResult | None:
                       "CSR execution of highly sparse Linear layers (torch runtime only)")
         return RuleResult("sparse_kernels_on_target", "consider",
                           "Linear layers dominate and the target runs CSR sparse matmuls: at ~90% "
-                          "sparsity they can be faster (measured 3.6x on a 4096x4096 Linear here).",
-                          "measured on this machine", [c])
+                          "sparsity they can be faster (2.79x for a 4096x4096 Linear at 90% and "
+                          "batch 1 in the benchmark).",
+                          "benchmarks/results/pruning.md: CSR Linear 4096x4096, 90% sparse, "
+                          "2.79x at batch 1", [c])
     return None
 
 
-@rule
+@rule(offers=("distill_student", "prune_at_init"))
 def retrain_full_options(s: Situation) -> RuleResult | None:
     """--retrain full: smaller student by KD, pruning at initialization."""
     if s.factors.retrain != "full" or not s.has_train_data or s.is_onnx:
@@ -384,17 +411,12 @@ def _over_memory(s: Situation) -> bool:
 
 # ---- the generic fallback and the ranking ---------------------------------------------------
 
-_MENTIONED = {"int8_static", "int8_dynamic", "torch_dynamic_int8", "fp16", "bf16",
-              "prune_structured", "factorize", "weight_only_int8", "prune_unstructured",
-              "distill", "finetune", "distill_student", "prune_at_init",
-              "prune_unstructured_iterative"}
-
-
 def registry_defaults(s: Situation) -> RuleResult | None:
     """Offer any registered pass that no rule above knows, if its flags fit the factors."""
     cands = []
+    known = offered_by_rules()
     for name, flags in sorted(s.passes.items()):
-        if name in _MENTIONED or s.device not in flags.devices:
+        if name in known or s.device not in flags.devices:
             continue
         if s.is_onnx and flags.stage != "onnx":
             continue
@@ -438,12 +460,14 @@ def _score(c: Candidate, s: Situation) -> float:
 
 def evaluate_rules(s: Situation) -> list[RuleResult]:
     """Run every rule (and the registry fallback); the reasons list of the report."""
-    _TRAINING_PASSES.clear()
-    _TRAINING_PASSES.update(n for n, f in s.passes.items() if f.trains)
     results = [r for r in (fn(s) for fn in RULES) if r is not None]
     extra = registry_defaults(s)
     if extra:
         results.append(extra)
+    for r in results:
+        for c in r.candidates:
+            c.trains = any(s.passes[st.pass_name].trains for st in c.steps
+                           if st.pass_name in s.passes)
     return results
 
 

@@ -14,7 +14,13 @@ from advisor.decide.factors import Factors
 
 @dataclass(frozen=True)
 class PassFlags:
-    """The registry's declaration of a pass, as plain data."""
+    """The registry's declaration of a pass, as plain data (built by the api from the registry,
+    so the engine never imports a pass module).
+
+    `knob`/`knob_direction`: the config field a rule may tune by measurement and which way it
+    compresses harder ("increasing", "decreasing", "unordered"); `fallback_field`: the config field
+    holding the budget of the pass's accuracy-aware fallback (None: it has none).
+    """
 
     name: str
     family: str
@@ -24,6 +30,9 @@ class PassFlags:
     needs_labels: bool = False
     needs_calibration: bool = False
     devices: tuple[str, ...] = ("cpu", "cuda")
+    knob: str | None = None
+    knob_direction: str | None = None
+    fallback_field: str | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,11 @@ A "model" here is an `nn.Module`, a path to an `.onnx` file, an ONNX Runtime `In
 or any callable mapping a batch tensor to logits (torch files are loaded by `advisor.model_io`,
 the one place that unpickles). Without labels, agreement with the original
 model (top-1 agreement, max absolute logit difference) is what can be reported honestly.
+
+The one implementation of these figures: the passes (int8 agreement and accuracy, the fp32
+fallback), the trial and the search all compute them here. `top1_accuracy` and
+`logits_agreement` work on logits already computed (numpy arrays); `accuracy` and `agreement`
+run the models over a loader.
 """
 from __future__ import annotations
 
@@ -12,7 +17,19 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-__all__ = ["accuracy", "agreement", "predictor"]
+__all__ = ["accuracy", "agreement", "predictor", "top1_accuracy", "logits_agreement"]
+
+
+def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share in [0, 1] of rows whose arg-max is the label."""
+    return float((np.asarray(logits).argmax(1) == np.asarray(labels)).mean())
+
+
+def logits_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Share of equal top-1 predictions and the largest absolute logit difference."""
+    a, b = np.asarray(reference), np.asarray(candidate)
+    return {"top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+            "max_abs_diff": float(np.max(np.abs(a - b))) if a.size else 0.0}
 
 
 def predictor(model: Any, threads: int | None = None) -> Callable[[Any], np.ndarray]:
@@ -37,6 +54,8 @@ def predictor(model: Any, threads: int | None = None) -> Callable[[Any], np.ndar
         x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
         out = model(x)
         out = out[0] if isinstance(out, (tuple, list)) else out
+        if not isinstance(out, torch.Tensor):  # a callable that already returns numpy
+            return np.asarray(out, dtype=np.float32)
         return out.detach().float().cpu().numpy()
     return predict
 
@@ -78,14 +97,20 @@ def agreement(reference: Any, candidate: Any, loader_or_inputs: Any) -> dict[str
     """How closely `candidate` follows `reference`: share of equal top-1 predictions and the
     largest absolute logit difference, over the given inputs (labels, if any, are ignored)."""
     ref, cand = predictor(reference), predictor(candidate)
-    same = total = 0
-    max_diff = 0.0
-    for x, _ in _batches(loader_or_inputs):
-        a, b = ref(x), cand(x)
-        same += int((a.argmax(axis=1) == b.argmax(axis=1)).sum())
-        total += len(a)
-        max_diff = max(max_diff, float(np.max(np.abs(a - b))) if a.size else 0.0)
-    if total == 0:
+    pairs = [(ref(x), cand(x)) for x, _ in _batches(loader_or_inputs)]
+    if not pairs or not sum(len(a) for a, _ in pairs):
         from advisor.errors import DataError
         raise DataError("no inputs to compare the models on")
-    return {"top1_agreement": same / total, "max_abs_diff": max_diff}
+    return logits_agreement(np.concatenate([a for a, _ in pairs]),
+                            np.concatenate([b for _, b in pairs]))
+
+
+def artifact_predictor(artifact: str | Path, runtime: str) -> Callable[[Any], np.ndarray]:
+    """Logits of a deployed artefact file: ONNX in ONNX Runtime, `.pt2`/`.ts` in torch."""
+    import torch
+
+    if runtime == "onnxruntime":
+        return predictor(Path(artifact))
+    path = str(artifact)
+    module = torch.jit.load(path) if path.endswith(".ts") else torch.export.load(path).module()
+    return predictor(module)

@@ -10,11 +10,10 @@ Gemm and MatMul multiply-adds after shape inference at the given input shape.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from advisor.quiet import quiet
 
 __all__ = ["FlopsReport", "count_flops", "count_onnx_flops", "FLOPS_CONVENTION"]
 
@@ -36,25 +35,11 @@ class FlopsReport:
     convention: str = FLOPS_CONVENTION
 
 
-@contextlib.contextmanager
-def _quiet():
-    """fvcore traces with torch.jit (TracerWarnings, deprecations) and logs skipped ops."""
-    logger = logging.getLogger("fvcore")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def count_flops(module, input_shape: tuple[int, ...]) -> FlopsReport:
     """Multiply-adds of one forward of `module` (eval mode, no grad) on zeros of `input_shape`."""
     import torch
 
-    with _quiet():
+    with quiet(stdout=False):
         from fvcore.nn import FlopCountAnalysis, parameter_count
 
         from advisor.measure.layers import _eval_mode

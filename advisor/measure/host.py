@@ -16,7 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["detect_host", "parse_cpuinfo", "ISA_FLAGS"]
+__all__ = ["detect_host", "detect_cpu", "parse_cpuinfo", "arch_family", "has_vnni", "ISA_FLAGS",
+           "ISA_NAMES", "VNNI_FLAGS"]
 
 # cpuinfo flag -> the names we report (x86 and Arm spell things differently)
 ISA_FLAGS: dict[str, tuple[str, ...]] = {
@@ -29,6 +30,9 @@ ISA_FLAGS: dict[str, tuple[str, ...]] = {
     "asimdhp": ("asimdhp", "fp16"), "sve": ("sve",), "sve2": ("sve2",), "i8mm": ("i8mm",),
     "bf16": ("bf16",),
 }
+ISA_NAMES = tuple(dict.fromkeys(n for names in ISA_FLAGS.values() for n in names))
+# x86 int8 dot-product instructions (u8 x s8 accumulated without VPMADDUBSW's saturation)
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def parse_cpuinfo(text: str) -> dict[str, Any]:
@@ -56,15 +60,40 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
     return {"cpu_model": model, "isa": isa}
 
 
+def arch_family(machine: str | None = None) -> str:
+    """"x86" or "arm" for a `platform.machine()` name (this host's by default), else the name."""
+    machine = (platform.machine() if machine is None else machine).lower()
+    if machine.startswith(("arm", "aarch64")):
+        return "arm"
+    return "x86" if machine in ("x86_64", "amd64", "i386", "i686", "x86") else machine
+
+
+def has_vnni(isa) -> bool:
+    """Whether ISA names (as `parse_cpuinfo` reports them) include an x86 int8 dot product."""
+    return any(f in VNNI_FLAGS for f in isa)
+
+
 @functools.lru_cache(maxsize=1)
-def _detect() -> dict[str, Any]:
+def _detect_cpu() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo")
     info = parse_cpuinfo(cpuinfo.read_text(errors="replace")) if cpuinfo.exists() else \
         {"cpu_model": platform.processor() or None, "isa": []}
+    return {"arch": platform.machine(), "arch_family": arch_family(), **info}
+
+
+def detect_cpu() -> dict[str, Any]:
+    """This host's CPU alone (cached, cheap: no runtime is imported): `arch` as
+    `platform.machine()` spells it, `arch_family` ("x86"/"arm"), `cpu_model`, `isa`."""
+    return copy.deepcopy(_detect_cpu())
+
+
+@functools.lru_cache(maxsize=1)
+def _detect() -> dict[str, Any]:
+    info = _detect_cpu()
     host: dict[str, Any] = {
-        "arch": platform.machine(),
+        "arch": info["arch"],
         "cpu_model": info["cpu_model"],
-        "isa": info["isa"],
+        "isa": list(info["isa"]),
         "cores_logical": os.cpu_count(),
         "cores_physical": _physical_cores(),
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")

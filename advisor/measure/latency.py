@@ -10,26 +10,26 @@
 - on an emulated target with a memory budget, an address-space cap (see `measure.memory`).
 Everything that was set is recorded in the returned `LatencyStats`, with the host.
 
-`time_inprocess` is the in-process micro-benchmark for single layers (e.g. is a factorized layer
-faster than the dense one?), where a subprocess per candidate would cost more than it tells.
+The in-process micro-benchmark for single layers and in-pass decisions (is a factorized layer
+faster than the dense one?), where a subprocess per candidate would cost more than it tells, is
+`advisor.measure.timer` (`time_inprocess`, `time_interleaved`).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from advisor.errors import AdvisorError, TargetError
 
-__all__ = ["LatencyStats", "LatencyError", "measure_latency", "time_inprocess",
-           "measurement_settings", "summarise", "ALLOCATOR_ENV"]
+__all__ = ["LatencyStats", "LatencyError", "measure_latency", "measurement_settings",
+           "summarise", "ALLOCATOR_ENV"]
 
 # large enough that activation buffers stay in the heap instead of being mmap'ed and trimmed
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2 ** 30), "MALLOC_TRIM_THRESHOLD_": str(2 ** 30)}
@@ -284,12 +284,19 @@ def measure_speedup(artifact_path: str | os.PathLike, reference_path: str | os.P
 
 
 def _run_worker(request: dict[str, Any], env_vars: dict[str, str], timeout: float) -> dict:
-    env = {**os.environ, **env_vars}
+    """Run one worker. It dies with this process (see `advisor.procs.die_with_parent`); an
+    exception here (KeyboardInterrupt, SIGTERM as `procs.Interrupted`, a timeout) kills it,
+    and its request directory (`advisor-latency-PID-*`) is removed on every exit path."""
+    from advisor.procs import child_env, scratch_dir
+
+    env = {**os.environ, **env_vars, **child_env()}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-    with tempfile.TemporaryDirectory(prefix="advisor-latency-") as tmp:
-        req_path, res_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
+    tmp = scratch_dir("latency")
+    try:
+        req_path, res_path = tmp / "request.json", tmp / "result.json"
         req_path.write_text(json.dumps({**request, "result_path": str(res_path)}))
         try:
+            # subprocess.run kills the worker on any exception, KeyboardInterrupt included
             proc = subprocess.run([sys.executable, "-m", "advisor.measure._worker", str(req_path)],
                                   env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -297,36 +304,11 @@ def _run_worker(request: dict[str, Any], env_vars: dict[str, str], timeout: floa
                     "error": f"the worker did not finish within {timeout:.0f} s"}
         if res_path.is_file():
             return json.loads(res_path.read_text())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     last = next((ln for ln in reversed(proc.stderr.strip().splitlines()) if ln.strip()), "")
     killed = proc.returncode < 0
     return {"ok": False, "kind": "memory" if killed and proc.returncode == -9 else "error",
             "error": f"the worker exited with code {proc.returncode}"
                      f"{' (killed by signal ' + str(-proc.returncode) + ')' if killed else ''}"
                      f"{': ' + last[:300] if last else ''}"}
-
-
-def time_inprocess(fn: Callable[[], Any], warmup: int = 5, repeats: int = 30,
-                   max_seconds: float = 2.0) -> LatencyStats:
-    """Micro-benchmark `fn()` in this process (perf_counter, under torch.inference_mode).
-
-    For single layers only: whole models are measured with `measure_latency` in a subprocess.
-    """
-    import torch
-
-    with torch.inference_mode():
-        begin = time.perf_counter()
-        done = 0
-        while done < warmup and (done == 0 or time.perf_counter() - begin < max_seconds * 0.3):
-            fn()
-            done += 1
-        samples: list[float] = []
-        begin = time.perf_counter()
-        while len(samples) < repeats:
-            t0 = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - t0) * 1e3)
-            if len(samples) >= min(3, repeats) and time.perf_counter() - begin >= max_seconds:
-                break
-    return summarise(samples, warmup=done, batch_size=1, runtime="inprocess",
-                     threads=torch.get_num_threads(), runtime_threads=torch.get_num_threads(),
-                     pid=os.getpid())

@@ -2,15 +2,22 @@
 
 The rule engine reads the kind shares (a conv-dominated network gains from pruning channels and
 static int8; a linear-dominated one from dynamic int8 and CSR sparsity), and the report shows the
-top layers. Three methods, best first:
+top layers. The methods, best first:
 
 - `module-hooks`: an eager module with real layers gets a `torch.profiler.record_function` range
   around every leaf module (forward pre/post hooks); a layer's time is its range's inclusive CPU
   time, and time outside every leaf (functional adds, flatten, ...) is one "(outside layers)" row.
-- `op-types`: a graph without layer modules (torch.export / TorchScript) or a CUDA run is broken
-  down by operator type (`aten::mkldnn_convolution`, `aten::addmm`, ...) using self times.
-- `onnxruntime-nodes`: an ONNX model is run with ONNX Runtime's profiler; per-node kernel times
-  (nodes as ORT names them after fusion), session overhead as a "(runtime overhead)" row.
+- `program-hooks`: a torch.export program (`.pt2`) is unflattened back into its module
+  hierarchy (`torch.export.unflatten`) and timed like an eager module, with each layer's class
+  and kind read from the graph's `nn_module_stack`: the same names as the eager module.
+- `op-types`: a graph without layer modules (TorchScript, a flat graph module) or a CUDA run is
+  broken down by operator type (`aten::mkldnn_convolution`, `aten::addmm`, ...), self times.
+- `onnxruntime-modules` / `-nodes`: an ONNX model is run with ONNX Runtime's profiler; kernel
+  times per module the nodes came from (`advisor.measure.onnx_layers`), per node when the file
+  records no modules, session overhead as a "(runtime overhead)" row.
+
+`artifact_hotspots` picks the method for a deployable file, so that the baseline and the chosen
+artefact are measured, and their layers named, alike.
 
 Shares always sum to 1. Times are per forward pass, the median over `runs` passes after warm-up,
 measured in this process with the target's thread count (the absolute numbers include profiler
@@ -20,95 +27,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
-import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LayerTime", "Hotspots", "hotspots", "onnx_hotspots", "layer_kind", "op_kind",
-           "KINDS"]
+from advisor.measure.hotspot_types import (KINDS, Hotspots, LayerTime, _finish, _median,
+                                           class_kind, layer_kind, op_kind)
+from advisor.measure.onnx_layers import onnx_hotspots
 
-KINDS = ("conv", "linear", "other")
+__all__ = ["LayerTime", "Hotspots", "hotspots", "onnx_hotspots", "artifact_hotspots",
+           "program_hotspots", "layer_kind", "op_kind", "KINDS"]
+
 _TOTAL = "advisor::forward"
 _LAYER = "advisor::layer::"
-
-
-@dataclass
-class LayerTime:
-    name: str
-    kind: str  # conv | linear | other
-    type: str  # module class, operator or ONNX op type
-    ms: float  # per forward pass
-    share: float  # of the whole forward pass
-
-
-@dataclass
-class Hotspots:
-    method: str  # module-hooks | op-types | onnxruntime-nodes
-    layers: list[LayerTime]  # sorted by time, largest first
-    kind_shares: dict[str, float]
-    total_ms: float
-    runs: int
-    threads: int | None = None
-    batch_size: int = 1
-    device: str = "cpu"
-    notes: list[str] = field(default_factory=list)
-
-    def top(self, n: int = 10) -> list[LayerTime]:
-        return self.layers[:n]
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["layers"] = [{**asdict(r), "ms": round(r.ms, 5), "share": round(r.share, 5)}
-                       for r in self.layers]
-        d["kind_shares"] = {k: round(v, 5) for k, v in self.kind_shares.items()}
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Hotspots":
-        layers = [LayerTime(r["name"], r.get("kind", "other"), r.get("type", ""),
-                            float(r.get("ms", 0.0)), float(r.get("share", 0.0)))
-                  for r in d.get("layers", [])]
-        return cls(method=d.get("method", "unknown"), layers=layers,
-                   kind_shares={k: float(v) for k, v in (d.get("kind_shares") or {}).items()},
-                   total_ms=float(d.get("total_ms", 0.0)), runs=int(d.get("runs", 0)),
-                   threads=d.get("threads"), batch_size=int(d.get("batch_size", 1)),
-                   device=d.get("device", "cpu"), notes=list(d.get("notes", [])))
-
-
-def layer_kind(module) -> str:
-    """conv / linear / other from a module's class (Conv*d, ConvTranspose, CSRLinear, ...)."""
-    name = type(module).__name__
-    if "Conv" in name:
-        return "conv"
-    if "Linear" in name:
-        return "linear"
-    return "other"
-
-
-def op_kind(op: str) -> str:
-    """conv / linear / other from an operator name (aten::mkldnn_convolution, aten::addmm,
-    ONNX Conv/Gemm/MatMul, ...)."""
-    base = op.split("::")[-1].lower()
-    if "conv" in base:
-        return "conv"
-    if "linear" in base or "gemm" in base or base.lstrip("_").endswith("mm") or \
-            base.startswith("matmul") or base in ("einsum",):
-        return "linear"
-    return "other"
-
-
-def _finish(method: str, rows: list[LayerTime], total_ms: float, runs: int, **kw) -> Hotspots:
-    total = total_ms if total_ms > 0 else sum(r.ms for r in rows)
-    for r in rows:
-        r.share = r.ms / total if total > 0 else 0.0
-    rows.sort(key=lambda r: r.ms, reverse=True)
-    shares = {k: 0.0 for k in KINDS}
-    for r in rows:
-        shares[r.kind] += r.share
-    return Hotspots(method, rows, shares, total, runs, **kw)
 
 
 # ---- torch ----------------------------------------------------------------------------------
@@ -235,12 +166,10 @@ def _per_run(events) -> list[dict[str, tuple[float, float]]]:
     return runs
 
 
-def _median(xs: list[float]) -> float:
-    import statistics
-    return statistics.median(xs) if xs else 0.0
-
-
-def _hooked(module, leaves, x, runs: int, warmup: int) -> Hotspots | None:
+def _hooked(module, leaves, x, runs: int, warmup: int, describe=None,
+            method: str = "module-hooks") -> Hotspots | None:
+    """Per-leaf inclusive times; `describe(name, module) -> (kind, type)` (default: from the
+    module's class)."""
     from torch.profiler import record_function
 
     open_ranges: dict[str, list] = {}
@@ -271,13 +200,14 @@ def _hooked(module, leaves, x, runs: int, warmup: int) -> Hotspots | None:
         key = _LAYER + name
         if key in per_run[0]:
             ms = _median([r.get(key, [0.0])[0] for r in per_run]) / 1e3
-            rows.append(LayerTime(name, layer_kind(m), type(m).__name__, ms, 0.0))
+            kind, typ = describe(name, m) if describe else (layer_kind(m), type(m).__name__)
+            rows.append(LayerTime(name, kind, typ, ms, 0.0))
     outside = _median([max(0.0, r[_TOTAL][0] - sum(v[0] for k, v in r.items()
                                                    if k.startswith(_LAYER)))
                        for r in per_run]) / 1e3
     if outside > 0:
         rows.append(LayerTime("(outside layers)", "other", "functional ops", outside, 0.0))
-    return _finish("module-hooks", rows, sum(r.ms for r in rows), len(per_run))
+    return _finish(method, rows, sum(r.ms for r in rows), len(per_run))
 
 
 def _by_op_type(module, x, runs: int, warmup: int, device: str) -> Hotspots:
@@ -294,55 +224,92 @@ def _by_op_type(module, x, runs: int, warmup: int, device: str) -> Hotspots:
                           "type, self time"])
 
 
-# ---- ONNX Runtime ---------------------------------------------------------------------------
+# ---- torch.export programs and deployable files --------------------------------------------
 
-def onnx_hotspots(path: str | Path, input_shape: tuple[int, ...], *, threads: int | None = None,
-                  runs: int = 7, warmup: int = 2,
-                  provider: str = "CPUExecutionProvider") -> Hotspots:
-    """Per-node kernel times of an ONNX model from ONNX Runtime's profiler."""
-    import bisect
+def program_hotspots(program, input_shape: tuple[int, ...], *, threads: int | None = None,
+                     runs: int = 7, warmup: int = 2) -> Hotspots:
+    """Per-layer times of a torch.export `ExportedProgram`, named like the eager module it was
+    exported from (`layers.0.conv1`); operator types when it cannot be unflattened."""
+    import torch
 
-    import numpy as np
-    import onnxruntime as ort
+    classes = _program_classes(program)
+    x = torch.randn(tuple(int(d) for d in input_shape), generator=torch.Generator().manual_seed(0))
+    from advisor.quiet import quiet
 
-    # advisor-ortprof-PID-*: a later run removes it if this process is killed meanwhile
-    with tempfile.TemporaryDirectory(prefix=f"advisor-ortprof-{os.getpid()}-") as tmp:
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tmp) / "ort")
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), so, providers=[provider])
-        inp = sess.get_inputs()[0]
-        x = np.random.default_rng(0).standard_normal(tuple(int(d) for d in input_shape)) \
-            .astype(np.float16 if inp.type == "tensor(float16)" else np.float32)
-        for _ in range(warmup + runs):
-            sess.run(None, {inp.name: x})
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    model_runs = sorted(((e["ts"], e["ts"] + e["dur"]) for e in events
-                         if e.get("cat") == "Session" and e.get("name") == "model_run"))
-    if len(model_runs) < warmup + runs:
-        raise RuntimeError("ONNX Runtime's profile misses model_run events")
-    model_runs = model_runs[warmup:]
-    starts = [a for a, _ in model_runs]
-    per_run: list[dict[str, float]] = [{} for _ in model_runs]
-    ops: dict[str, str] = {}
-    for e in events:
-        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
-            continue
-        i = bisect.bisect_right(starts, e["ts"]) - 1
-        if i < 0 or e["ts"] > model_runs[i][1]:
-            continue  # a warm-up run
-        name = e["name"][: -len("_kernel_time")]
-        ops[name] = (e.get("args") or {}).get("op_name", "")
-        per_run[i][name] = per_run[i].get(name, 0.0) + e["dur"]
-    rows = [LayerTime(name, op_kind(op), op, _median([r.get(name, 0.0) for r in per_run]) / 1e3,
-                      0.0) for name, op in ops.items()]
-    overhead = _median([max(0.0, (b - a) - sum(r.values()))
-                        for (a, b), r in zip(model_runs, per_run)]) / 1e3
-    if overhead > 0:
-        rows.append(LayerTime("(runtime overhead)", "other", "session", overhead, 0.0))
-    return _finish("onnxruntime-nodes", rows, sum(r.ms for r in rows), len(per_run),
-                   threads=threads, batch_size=int(input_shape[0]))
+    try:
+        with quiet(stdout=False):
+            module = torch.export.unflatten(program)
+    except Exception as e:  # noqa: BLE001 - an unusual program: fall back to operator types
+        h = hotspots(program.module(), input_shape, threads=threads, runs=runs, warmup=warmup)
+        h.notes.append(f"the program could not be unflattened into layers ({type(e).__name__})")
+        return h
+    leaves = [(n, m) for n, m in module.named_modules()
+              if n and not any(True for _ in m.children())]
+
+    def describe(name, m):
+        cls = classes.get(name, "")
+        typ = cls.rsplit(".", 1)[-1] or type(m).__name__
+        kind = class_kind(typ) if cls else _graph_kind(m)
+        return kind, typ
+
+    with _threads(threads):
+        result = _hooked(module, leaves, x, runs, warmup, describe, "program-hooks")             if leaves else None
+        if result is None:
+            result = _by_op_type(module, x, runs, warmup, "cpu")
+        result.threads, result.batch_size = torch.get_num_threads(), int(x.shape[0])
+    return result
+
+
+def _program_classes(program) -> dict[str, str]:
+    """module path -> class (`torch.nn.modules.conv.Conv2d`) from the graph's nn_module_stack."""
+    out: dict[str, str] = {}
+    for node in program.graph.nodes:
+        for path, cls in (node.meta.get("nn_module_stack") or {}).values():
+            out.setdefault(str(path), str(cls))
+    return out
+
+
+def _graph_kind(module) -> str:
+    """conv / linear / other of an unflattened submodule from the operators in its graph."""
+    graph = getattr(module, "graph", None)
+    kinds = {op_kind(str(n.target)) for n in getattr(graph, "nodes", ()) if n.op == "call_function"}
+    return "conv" if "conv" in kinds else "linear" if "linear" in kinds else "other"
+
+
+def artifact_hotspots(path: str | Path, runtime: str, input_shape: tuple[int, ...], *,
+                      threads: int | None = None, runs: int = 7,
+                      provider: str = "CPUExecutionProvider",
+                      reference: str | Path | None = None) -> Hotspots:
+    """Hot spots of a deployable file on `runtime`, layers named by module where the file allows:
+    ONNX -> ONNX Runtime's profiler (`onnx_hotspots`; `reference` = the fp32 ONNX a quantized
+    file came from), `.pt2` -> hooks on the unflattened program (`program_hotspots`),
+    TorchScript -> operator types, with a note saying why layer names are not available."""
+    path = Path(path)
+    if runtime == "onnxruntime" or path.suffix == ".onnx":
+        return onnx_hotspots(path, input_shape, threads=threads, runs=runs, provider=provider,
+                             reference=reference)
+    import torch
+
+    from advisor.model_formats import detect_format
+
+    fmt = detect_format(path)
+    if fmt == "pt2":
+        return program_hotspots(_load_program(path), input_shape, threads=threads, runs=runs)
+    if fmt == "torchscript":
+        h = hotspots(torch.jit.load(str(path), map_location="cpu"), input_shape, threads=threads,
+                     runs=runs)
+        h.notes.append("TorchScript artefact: per-layer names are not available (the TorchScript "
+                       "interpreter calls its submodules without Python hooks, and its profile "
+                       "records classes, not module paths); time by operator type")
+        return h
+    raise ValueError(f"{path}: not a deployable artefact (format {fmt})")
+
+
+def _load_program(path: Path):
+    import torch
+
+    from advisor.quiet import quiet
+
+    with quiet():
+        return torch.export.load(str(path))
+

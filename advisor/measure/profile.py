@@ -3,7 +3,9 @@
 `profile_model` exports the model to the artefact each runtime of the target runs (`.pt2` for
 torch, one-file ONNX for ONNX Runtime; an ONNX input runs on ONNX Runtime only), measures each in
 a fresh subprocess (`measure.latency`), and adds FLOPs/parameters (`measure.flops`), size on
-disk, and hot spots (`measure.layers`). A runtime that cannot export or run the model is recorded
+disk, and hot spots (`measure.layers`) measured like a candidate's: on the primary runtime's
+artefact (ONNX Runtime's profiler, layers named by module), or with hooks on the eager module
+when the primary runtime is torch. A runtime that cannot export or run the model is recorded
 with its error; the profile fails only when no runtime works.
 
 `Profile.to_json()` is schema-versioned; `Profile.from_json()` reads it back, e.g. a profile
@@ -258,14 +260,14 @@ def profile_model(loaded, target, *, batch_size: int = 1, runtimes: list[str] | 
                         entry["artifact"] = str(path)
                 entries[name] = entry
                 steps.advance()
+            primary = _primary(names, entries, target, warnings)
             steps.start("counting FLOPs")
             flops = _flops(loaded, artefacts, warnings)
             steps.advance()
             steps.start("finding hot spots")
-            hot = _hotspots(loaded, artefacts, shape, target, settings["threads"], hotspot_runs,
-                            warnings)
+            hot = _hotspots(loaded, artefacts, primary, shape, target, settings["threads"],
+                            hotspot_runs, warnings)
             steps.advance()
-        primary = _primary(names, entries, target, warnings)
         size_mb, size_source = _size(loaded, artefacts)
     finally:
         if own_dir:
@@ -455,20 +457,28 @@ def _params(loaded, flops) -> int | None:
     return None
 
 
-def _hotspots(loaded, artefacts: dict[str, Path], shape, target, threads: int, runs: int,
-              warnings: list[str]) -> Hotspots | None:
-    from advisor.measure.layers import hotspots, onnx_hotspots
+def _hotspots(loaded, artefacts: dict[str, Path], primary: str, shape, target, threads: int,
+              runs: int, warnings: list[str]) -> Hotspots | None:
+    """Hot spots measured like a candidate's (`artifact_hotspots` on the primary runtime's
+    artefact, so the baseline and the chosen plan name the same layers); a torch primary keeps
+    the hooks on the eager module, which name the same layers as its `.pt2`."""
+    from advisor.measure.layers import artifact_hotspots, hotspots
 
     try:
+        path = artefacts.get(primary)
+        eager = loaded.module is not None and loaded.editable
+        if path is not None and (primary == "onnxruntime" or
+                                 (not eager and target.device == "cpu" and path.suffix == ".pt2")):
+            provider = target.runtime(primary).provider if primary == "onnxruntime" else None
+            return artifact_hotspots(path, primary, shape, threads=threads, runs=runs,
+                                     **({"provider": provider} if provider else {}))
         if loaded.module is not None:
             module = loaded.module
             if target.device == "cuda":
                 import copy
                 module = copy.deepcopy(module).to("cuda")
             return hotspots(module, shape, threads=threads, runs=runs, device=target.device)
-        onnx = artefacts.get("onnxruntime") or loaded.onnx_path
-        provider = target.runtime("onnxruntime").provider
-        return onnx_hotspots(onnx, shape, threads=threads, runs=runs, provider=provider)
+        return None
     except Exception as e:  # noqa: BLE001 - hot spots are informative, not essential
         warnings.append(f"hot spots could not be measured ({_first_line(e)})")
         return None

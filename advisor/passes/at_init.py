@@ -20,18 +20,19 @@ dense kernels; the pass says so in ``latency_effect``.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from advisor.errors import PassError
-from advisor.passes.base import PassContext, PassResult, register_pass
-from advisor.passes.finetune import budget_train_config, require_module, require_training
-from advisor.passes.unstructured import NO_SPEEDUP, example_input, sparsity_info, target_layers
+from advisor.passes.base import PassContext, PassResult, check_config, register_pass
+from advisor.passes.torch_common import (NO_SPEEDUP, budget_train_config, example_input,
+                                         reinitialise, require_module, require_training,
+                                         sparsity_info, target_layers, val_accuracy)
 from advisor.sparse import MaskKeeper, apply_masks, magnitude_masks, prunable_layers
-from advisor.train import evaluate, seed_everything, train
+from advisor.train import train
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,21 @@ class PruneAtInitConfig:
     """SynFlow or SNIP masks on a re-initialised network, then sparse training from scratch."""
 
     method: Literal["synflow", "snip"] = "synflow"
-    sparsity: float = 0.8
-    iterations: int = 100  # SynFlow scoring rounds (SNIP is one-shot)
-    snip_batches: int = 1  # labelled batches whose gradients SNIP averages
-    epochs: int = 15  # training from scratch
-    lr: float = 3e-3
+    sparsity: float = field(default=0.8, metadata={"knob": "increasing", "ge": 0.0, "lt": 1.0})
+    # SynFlow scoring rounds (SNIP is one-shot)
+    iterations: int = field(default=100, metadata={"ge": 1})
+    # labelled batches whose gradients SNIP averages
+    snip_batches: int = field(default=1, metadata={"ge": 1})
+    epochs: int = field(default=15, metadata={"ge": 0})  # training from scratch
+    lr: float = field(default=3e-3, metadata={"gt": 0.0})
     schedule: Literal["onecycle", "cosine"] = "onecycle"
-    weight_decay: float = 1e-4
+    weight_decay: float = field(default=1e-4, metadata={"ge": 0.0})
     seed: int = 0
     ignore_layers: tuple[str, ...] = ()
     prune_output_layer: bool = False
+
+    def __post_init__(self):
+        check_config(self)
 
 
 @register_pass("prune_at_init", PruneAtInitConfig, family="pruning", trains=True,
@@ -84,27 +90,10 @@ def apply_at_init(model: nn.Module, config: PruneAtInitConfig, ctx: PassContext)
     info: dict[str, Any] = sparsity_info(model, names, "global")
     info.update({"method": config.method, "reinitialised_modules": reset,
                  "training": report.as_dict(), "latency_effect": NO_SPEEDUP, "csr_layers": {},
-                 "val_accuracy": (evaluate(model, ctx.val_loader, ctx.device)
-                                  if ctx.val_loader is not None else None)})
+                 "val_accuracy": val_accuracy(model, ctx)})
     if config.method == "synflow":
         info["iterations"] = config.iterations
     return PassResult(model.eval(), info)
-
-
-def reinitialise(model: nn.Module, seed: int) -> int:
-    """Fresh weights from every module's own `reset_parameters` (seeded); returns how many."""
-    seed_everything(seed)
-    count = 0
-    for m in model.modules():
-        if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
-            m.reset_parameters()
-            count += 1
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            m.reset_running_stats()
-    if count == 0:
-        raise PassError("no layer of this model can be re-initialised (no reset_parameters)",
-                        "pruning at initialization needs an editable model built in code")
-    return count
 
 
 def synflow_masks(model: nn.Module, names: list[str], input_shape: tuple[int, ...],

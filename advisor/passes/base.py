@@ -12,11 +12,23 @@ A pass is `apply(model, config, ctx) -> PassResult`:
 
 Passes register by name with `@register_pass(...)`; the rule engine, the search and
 `advisor apply` find them only through `PASSES` (an allowlist: plan.json cannot name anything else).
+`load_builtin_passes` imports every module of this package, so a new technique module registers
+itself; helper modules without passes are imported too, harmlessly.
+
+Configs validate themselves when built: each `__post_init__` calls `check_config(self)`, which
+checks every field against its annotation and the bounds in its field metadata (`ge`, `gt`, `le`,
+`lt`), so `StructuredPruneConfig(ratio="0.5")` raises `ConfigError` at once, not in a worker.
+Field metadata also declares what the rule engine and the search need to know about a config:
+`{"knob": "increasing" | "decreasing" | "unordered"}` marks the one knob tuned by measurement
+(increasing: larger values compress harder), `{"fallback": True}` the accuracy budget (points)
+of an accuracy-aware fallback that the search fills in when a trial misses the budget.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -95,6 +107,16 @@ class PassSpec:
     devices: tuple[str, ...] = ("cpu", "cuda")  # where its output can run
     summary: str = ""
 
+    @property
+    def knob(self) -> tuple[str, str] | None:
+        """(field, direction) of the config's tunable knob, from its field metadata."""
+        return config_knob(self.config_cls)
+
+    @property
+    def fallback_field(self) -> str | None:
+        """The config field holding the accuracy-aware fallback's budget (points), if any."""
+        return config_fallback_field(self.config_cls)
+
 
 PASSES: dict[str, PassSpec] = {}
 
@@ -106,6 +128,7 @@ def register_pass(name: str, config: type, *, family: str, stage: Stage = "torch
     """Decorator: register `apply` under `name` with its frozen config dataclass."""
     if not dataclasses.is_dataclass(config) or not config.__dataclass_params__.frozen:
         raise TypeError(f"pass {name!r}: config must be a frozen dataclass")
+    check_field_metadata(config)
 
     def deco(fn):
         if name in PASSES and PASSES[name].apply is not fn:
@@ -128,23 +151,25 @@ def get_pass(name: str) -> PassSpec:
                         f"known passes: {', '.join(sorted(PASSES)) or 'none'}") from None
 
 
-_BUILTIN_MODULES = ("structured", "unstructured", "at_init", "factorize", "quantize", "distill",
-                    "finetune")
-
-
 def load_builtin_passes() -> dict[str, PassSpec]:
-    """Import every technique module that exists, so its passes register themselves.
+    """Import every module of this package (sub-packages too), so its passes register themselves.
 
-    A technique that has not been built yet is simply absent: nothing is stubbed.
+    No list of modules to keep up to date: a technique that has not been built yet is simply
+    absent, and helper modules without passes register nothing.
     """
-    import importlib
-    import importlib.util
-
-    for mod in _BUILTIN_MODULES:
-        full = f"advisor.passes.{mod}"
-        if importlib.util.find_spec(full) is not None:
-            importlib.import_module(full)
+    _import_pass_modules()
     return PASSES
+
+
+@functools.cache
+def _import_pass_modules() -> None:
+    import importlib
+    import pkgutil
+
+    import advisor.passes as package
+
+    for mod in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
+        importlib.import_module(mod.name)
 
 
 # ---- config (de)serialisation -------------------------------------------------------------
@@ -162,8 +187,101 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return conv(config)
 
 
+class ConfigError(PlanError, ValueError):
+    """A step config value of the wrong type or out of range, refused when the config is built."""
+
+
 class _BadValue(ValueError):
-    """A JSON value that does not fit the annotated config field type."""
+    """A value that does not fit the annotated config field type."""
+
+
+KNOB_DIRECTIONS = ("increasing", "decreasing", "unordered")
+_BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+           "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+_METADATA_KEYS = {"knob", "fallback", *_BOUNDS}
+
+
+def check_config(config: Any) -> None:
+    """Validate and normalise a frozen config dataclass; every config's `__post_init__` calls it.
+
+    Each field is checked against its annotation (bool, int, float, str, Optional/Union, Literal,
+    tuple, dict, nested dataclasses; numbers finite) and the bounds in its field metadata (`ge`,
+    `gt`, `le`, `lt`). A field whose default is None also takes None. Values are normalised as
+    JSON needs (lists → tuples, integral numbers → float where a float is annotated, JSON objects
+    → nested config dataclasses). Raises `ConfigError` naming the class and the field.
+    """
+    cls = type(config)
+    hints = _type_hints(cls)
+    for f in dataclasses.fields(cls):
+        value = getattr(config, f.name)
+        if value is None and f.default is None:
+            continue
+        try:
+            new = _coerce(hints.get(f.name, Any), value)
+            _check_bounds(f, new)
+        except _BadValue as e:
+            raise ConfigError(f"{cls.__name__}: field {f.name!r} {e}",
+                              f"fix or remove {f.name!r} (removed = its default)") from None
+        if new is not value:
+            object.__setattr__(config, f.name, new)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_bounds(f: dataclasses.Field, value: Any) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    for key, (ok, op) in _BOUNDS.items():
+        if key in f.metadata and not ok(value, f.metadata[key]):
+            raise _BadValue(f"must be {op} {f.metadata[key]}, got {value!r}")
+
+
+def check_field_metadata(config_cls: type) -> None:
+    """Refuse field metadata a config cannot mean: unknown keys, unknown knob directions, more
+    than one knob or fallback field (checked when the pass registers)."""
+    knobs, fallbacks = [], []
+    for f in dataclasses.fields(config_cls):
+        unknown = set(f.metadata) - _METADATA_KEYS
+        if unknown:
+            raise TypeError(f"{config_cls.__name__}.{f.name}: unknown field metadata "
+                            f"{sorted(unknown)} (known: {sorted(_METADATA_KEYS)})")
+        if "knob" in f.metadata:
+            if f.metadata["knob"] not in KNOB_DIRECTIONS:
+                raise TypeError(f"{config_cls.__name__}.{f.name}: knob must be one of "
+                                f"{KNOB_DIRECTIONS}, got {f.metadata['knob']!r}")
+            knobs.append(f.name)
+        if f.metadata.get("fallback"):
+            fallbacks.append(f.name)
+    for what, names in (("knob", knobs), ("fallback field", fallbacks)):
+        if len(names) > 1:
+            raise TypeError(f"{config_cls.__name__}: more than one {what}: {names}")
+
+
+def config_knob(config_cls: type) -> tuple[str, str] | None:
+    """(field, direction) of the config's tunable knob (field metadata "knob"), or None."""
+    for f in dataclasses.fields(config_cls):
+        if "knob" in f.metadata:
+            return f.name, f.metadata["knob"]
+    return None
+
+
+def config_fallback_field(config_cls: type) -> str | None:
+    """The field marked `{"fallback": True}`: the accuracy-aware fallback's budget, or None."""
+    for f in dataclasses.fields(config_cls):
+        if f.metadata.get("fallback"):
+            return f.name
+    return None
+
+
+def knob_direction(config_cls: type, field_name: str) -> str | None:
+    """The direction a config declares for `field_name` (None: not a knob)."""
+    for f in dataclasses.fields(config_cls):
+        if f.name == field_name:
+            return f.metadata.get("knob")
+    return None
 
 
 def _type_name(tp: Any) -> str:
@@ -184,7 +302,7 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(tp: Any, value: Any) -> Any:
-    """Turn JSON data back into the annotated type (lists → tuples, nested dataclasses).
+    """`value` as the annotated type (lists → tuples, JSON objects → nested dataclasses).
 
     Values are checked against the annotation (bool, int, float, str, Optional/Union, Literal,
     tuple, dict, nested dataclasses); a mismatch raises `_BadValue` with what was expected."""
@@ -202,15 +320,20 @@ def _coerce(tp: Any, value: Any) -> Any:
                 continue
             try:
                 return _coerce(a, value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, PlanError):
                 continue
         raise _BadValue(f"must be {_type_name(tp)}, got {value!r}")
     if value is None:
         raise _BadValue(f"must be {_type_name(tp)}, got null")
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
         if not isinstance(value, dict):
             raise _BadValue(f"must be an object, got {type(value).__name__}")
-        return config_from_dict(tp, value)
+        try:
+            return config_from_dict(tp, value)
+        except PlanError as e:
+            raise _BadValue(f"is not a valid {tp.__name__}: {e.message}") from None
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise _BadValue(f"must be a list, got {type(value).__name__} {value!r}")
@@ -235,18 +358,22 @@ def _coerce(tp: Any, value: Any) -> Any:
         if not isinstance(value, bool):
             raise _BadValue(f"must be true or false, got {value!r}")
         return value
-    if tp is int:
+    if tp is int:  # numpy integers count; 2.0 (JSON) is 2
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise _BadValue(f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value if type(value) is int else int(value)
+    if tp is float:  # integers and numpy floats count
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise _BadValue(f"must be a number, got {value!r}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
             raise _BadValue(f"must be a finite number, got {value!r}")
-        return float(value)
+        return value if type(value) is float else number
     if tp is str:
         if not isinstance(value, str):
             raise _BadValue(f"must be a string, got {value!r}")
@@ -257,35 +384,24 @@ def _coerce(tp: Any, value: Any) -> Any:
 
 
 def config_from_dict(config_cls: type, data: dict[str, Any], where: str | None = None) -> Any:
-    """Build `config_cls` from JSON data; unknown keys, values of the wrong type and values its
-    own validation (`__post_init__`) refuses are a PlanError naming the field (and `where`, e.g.
-    "plan.json: step 2 (int8_static)")."""
+    """Build `config_cls` from JSON data. Unknown keys are refused here; types and ranges are
+    checked by the config itself when built (`check_config` in its `__post_init__`). Every
+    refusal is a PlanError naming the field (and `where`, e.g. "plan.json: step 2 (int8_static)");
+    null for a field whose default is None means that default."""
     label = f"{where}: " if where else ""
     if not isinstance(data, dict):
         raise PlanError(f"{label}{config_cls.__name__}: the config must be an object, got "
                         f"{type(data).__name__}", "write the step as {'pass': name, "
                         "'config': {field: value, ...}}")
-    hints = typing.get_type_hints(config_cls)
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = set(data) - names
     if unknown:
         raise PlanError(f"{label}{config_cls.__name__}: unknown field(s) "
                         f"{sorted(map(str, unknown))}", f"valid fields: {sorted(names)}")
-    none_default = {f.name for f in dataclasses.fields(config_cls) if f.default is None}
-    kwargs = {}
-    for k, v in data.items():
-        if v is None and k in none_default:  # null = the default, whatever the annotation says
-            kwargs[k] = None
-            continue
-        try:
-            kwargs[k] = _coerce(hints.get(k, Any), v)
-        except PlanError:
-            raise
-        except (TypeError, ValueError) as e:
-            raise PlanError(f"{label}{config_cls.__name__}: field {k!r} {e}",
-                            f"fix or remove {k!r} in the plan (removed = its default)") from None
     try:
-        return config_cls(**kwargs)
+        return config_cls(**data)
+    except PlanError as e:
+        raise PlanError(f"{label}{e.message}", e.hint) from None
     except (TypeError, ValueError) as e:
         raise PlanError(f"{label}{config_cls.__name__}: {e}") from None
 

@@ -54,9 +54,10 @@ import torch
 from torch import nn
 
 from advisor.errors import PassError
-from advisor.passes.base import PassContext, PassResult, register_pass
+from advisor.passes.base import PassContext, PassResult, check_config, register_pass
 from advisor.passes import kd_losses
-from advisor.passes.finetune import budget_train_config, require_module
+from advisor.passes.torch_common import (budget_train_config, count_flops, example_input,
+                                         reinitialise, require_module)
 from advisor.train import evaluate, resolve_device, seed_everything, train
 
 Kind = Literal["response", "feature", "relation", "combined"]
@@ -67,17 +68,23 @@ class DistillConfig:
     """Recovery distillation from the original model (the teacher) into the given model."""
 
     kind: Kind = "response"
-    temperature: float = 4.0
-    alpha: float = 0.9  # weight of the soft (teacher) term of the response loss
-    hard_label_weight: float | None = None  # None: 1 - alpha with a response term, else 1
+    temperature: float = field(default=4.0, metadata={"gt": 0.0})
+    # weight of the soft (teacher) term of the response loss
+    alpha: float = field(default=0.9, metadata={"ge": 0.0})
+    # None: 1 - alpha with a response term, else 1
+    hard_label_weight: float | None = field(default=None, metadata={"ge": 0.0})
     feature_pairs: tuple[tuple[str, str], ...] = ()  # (teacher module, student module); () = auto
-    feature_weight: float = 1.0
-    rkd_distance_weight: float = 25.0  # the RKD paper's weights
-    rkd_angle_weight: float = 50.0
-    epochs: int = 5
-    lr: float = 1e-3
-    max_seconds: float | None = None
+    feature_weight: float = field(default=1.0, metadata={"ge": 0.0})
+    # the RKD paper's weights
+    rkd_distance_weight: float = field(default=25.0, metadata={"ge": 0.0})
+    rkd_angle_weight: float = field(default=50.0, metadata={"ge": 0.0})
+    epochs: int = field(default=5, metadata={"ge": 1})
+    lr: float = field(default=1e-3, metadata={"gt": 0.0})
+    max_seconds: float | None = field(default=None, metadata={"ge": 0.0})
     use_labels: bool = True  # False: unlabelled data, the teacher labels it (response KD)
+
+    def __post_init__(self):
+        check_config(self)
 
 
 @dataclass(frozen=True)
@@ -86,11 +93,14 @@ class DistillStudentConfig(DistillConfig):
 
     student_arch: str | None = None  # "pkg.module:factory"; None = width-reduced teacher copy
     student_kwargs: dict[str, Any] = field(default_factory=dict)
-    flops_fraction: float = 0.25  # width-reduced student: target FLOPs / teacher FLOPs
-    channel_ratio: float | None = None  # fraction of channels removed per layer; overrides ^
+    # width-reduced student: target FLOPs / teacher FLOPs (the knob: smaller = smaller student)
+    flops_fraction: float = field(default=0.25,
+                                  metadata={"knob": "decreasing", "gt": 0.0, "le": 1.0})
+    # fraction of channels removed per layer; overrides flops_fraction
+    channel_ratio: float | None = field(default=None, metadata={"ge": 0.0, "lt": 1.0})
     init: Literal["scratch", "inherit"] = "scratch"  # re-initialise, or keep surviving weights
-    epochs: int = 20
-    lr: float = 5e-3
+    epochs: int = field(default=20, metadata={"ge": 1})
+    lr: float = field(default=5e-3, metadata={"gt": 0.0})
 
 
 # ---- the passes ----------------------------------------------------------------------------
@@ -147,7 +157,7 @@ def distill_into(student: nn.Module, teacher: nn.Module, config: DistillConfig,
     teacher = copy.deepcopy(teacher).to(dev).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    example = _example_input(ctx).to(dev)
+    example = example_input(ctx, min_rows=2).to(dev)
     _check_outputs(teacher, student.to(dev), example)
 
     pairs = resolve_feature_pairs(teacher, student, example, config.feature_pairs) \
@@ -245,14 +255,6 @@ def _check_budget(name: str, ctx: PassContext) -> None:
     if ctx.budget is None or not ctx.budget.allows_training:
         raise PassError(f"{name} needs a retraining budget",
                         "allow retraining (--retrain finetune or full)")
-
-
-def _example_input(ctx: PassContext) -> torch.Tensor:
-    if ctx.example_inputs:
-        x = ctx.example_inputs[0]
-    else:
-        x = torch.zeros(ctx.input_shape)
-    return x if x.shape[0] >= 2 else x.expand(2, *x.shape[1:]).contiguous()
 
 
 @torch.no_grad()
@@ -506,8 +508,6 @@ def classifier_name(model: nn.Module, example: torch.Tensor) -> str:
 def build_student(teacher: nn.Module, config: DistillStudentConfig, ctx: PassContext
                   ) -> tuple[nn.Module, dict[str, Any]]:
     """The untrained student of `config` and what it is (FLOPs relative to the teacher)."""
-    from advisor.passes.structured import count_flops
-
     seed_everything(ctx.seed)
     shape = _flops_shape(ctx)
     teacher_flops, teacher_params = count_flops(teacher, shape)
@@ -520,7 +520,7 @@ def build_student(teacher: nn.Module, config: DistillStudentConfig, ctx: PassCon
                                                  channel_ratio=config.channel_ratio)
         if config.init == "scratch":
             seed_everything(ctx.seed)
-            reinitialise(student)
+            reinitialise(student, include_root=False, required=False)
         info = {"source": "width-reduced teacher (prune_structured: l2 magnitude, local scope)",
                 "channel_ratio": prune_info.get("ratio"), "init": config.init}
     student_flops, student_params = count_flops(student, shape)
@@ -558,7 +558,7 @@ def width_reduced_copy(teacher: nn.Module, ctx: PassContext, *, flops_fraction: 
 
 
 def _flops_shape(ctx: PassContext) -> tuple[int, ...]:
-    shape = tuple(ctx.input_shape) if ctx.input_shape else tuple(_example_input(ctx).shape)
+    shape = tuple(ctx.input_shape) if ctx.input_shape else tuple(example_input(ctx, min_rows=2).shape)
     return (1, *shape[1:])
 
 
@@ -578,10 +578,3 @@ def _from_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
         raise PassError(f"student_arch {spec!r} returned {type(student).__name__}, "
                         "not a torch.nn.Module")
     return student
-
-
-def reinitialise(model: nn.Module) -> None:
-    """Reset every parameterised submodule (a from-scratch student inherits nothing)."""
-    for m in model.modules():
-        if m is not model and hasattr(m, "reset_parameters"):
-            m.reset_parameters()

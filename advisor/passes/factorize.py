@@ -31,7 +31,7 @@ Rank selection (`method`):
 A layer is replaced only where the factorized form is cheaper: fewer FLOPs at the model's input
 shape and, with `check_latency`, at least `min_layer_speedup` faster in a micro-benchmark of the
 layer alone on an input of its actual shape (forward hooks at ``ctx.input_shape``), timed
-interleaved with the dense layer (`advisor.measure.latency.time_inprocess`, the target's thread
+interleaved with the dense layer (`advisor.measure.timer.time_interleaved`, the target's thread
 count, torch eager). The layer timing uses torch even when the target's runtime is ONNX Runtime:
 exporting every layer would cost more than it tells; the whole model is measured on the deploy
 runtime by the search afterwards. With the global methods a layer found slower is taken out and
@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import re
 import statistics
 import time
 from dataclasses import dataclass, field, replace
@@ -62,11 +61,15 @@ import torch
 from torch import nn
 
 from advisor.errors import PassError
-from advisor.passes.base import PassContext, PassResult, config_to_dict, register_pass
+from advisor.measure.timer import probe_seconds, time_inprocess, time_interleaved
+from advisor.passes.base import (PassContext, PassResult, check_config, config_to_dict,
+                                 register_pass)
 from advisor.passes.lowrank.allocate import Option, allocate, energy_rank, rank_grid, round_rank
 from advisor.passes.lowrank.decompose import (LayerBasis, build, decompose, factorizable,
                                               layer_flops, layer_kind)
 from advisor.passes.lowrank.vbmf import evbmf_rank
+from advisor.passes.torch_common import (budget_train_config, count_flops, modules_within,
+                                         require_training, resolve_layers, set_module)
 
 __all__ = ["FactorizeConfig", "factorize"]
 
@@ -79,33 +82,30 @@ class FactorizeConfig:
     """Low-rank factorization settings (all JSON-able; see the module docstring)."""
 
     method: Method = "vbmf"
-    energy: float = 0.95  # method "energy": share of the spectrum's squared norm kept per mode
-    flops_reduction: float = 0.5  # method "flops_target": share of the model's FLOPs to remove
-    latency_reduction: float = 0.33  # method "latency_target": share of the latency to remove
-    rank: int | None = None  # same rank for every mode (capped), overrides `method`
-    rank_multiple: int = 1  # round ranks up to a multiple (e.g. 8: SIMD-friendly widths)
-    min_layer_flops: int = 0  # smaller layers stay dense
+    # method "energy": share of the spectrum's squared norm kept per mode (the knob: smaller
+    # values keep lower ranks, compressing harder)
+    energy: float = field(default=0.95, metadata={"knob": "decreasing", "gt": 0.0, "le": 1.0})
+    # method "flops_target": share of the model's FLOPs to remove
+    flops_reduction: float = field(default=0.5, metadata={"ge": 0.0, "lt": 1.0})
+    # method "latency_target": share of the latency to remove
+    latency_reduction: float = field(default=0.33, metadata={"ge": 0.0, "lt": 1.0})
+    # same rank for every mode (capped), overrides `method`
+    rank: int | None = field(default=None, metadata={"ge": 1})
+    # round ranks up to a multiple (e.g. 8: SIMD-friendly widths)
+    rank_multiple: int = field(default=1, metadata={"ge": 1})
+    min_layer_flops: int = field(default=0, metadata={"ge": 0})  # smaller layers stay dense
     ignore_layers: tuple[str, ...] = ()  # module names or "re:<pattern>"; containers protect inside
     check_latency: bool = True  # replace only layers measured faster on the target
-    min_layer_speedup: float = 1.05  # dense ms / factorized ms needed (guards against noise)
+    # dense ms / factorized ms needed (guards against noise)
+    min_layer_speedup: float = field(default=1.05, metadata={"gt": 0.0})
     require_cheaper: bool = True  # False: replace every eligible layer (studies, exactness tests)
     layer_ranks: tuple[tuple[str, tuple[int, ...]], ...] = ()  # replay: exactly these layers/ranks
-    finetune_epochs: int = 0  # > 0: fine-tune here when the budget allows (plans use `finetune`)
-    finetune_lr: float = 1e-3
+    # > 0: fine-tune here when the budget allows (plans use `finetune`)
+    finetune_epochs: int = field(default=0, metadata={"ge": 0})
+    finetune_lr: float = field(default=1e-3, metadata={"gt": 0.0})
 
     def __post_init__(self):
-        if not 0.0 < self.energy <= 1.0:
-            raise ValueError(f"energy must be in (0, 1], got {self.energy}")
-        for name in ("flops_reduction", "latency_reduction"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {v}")
-        if self.rank is not None and self.rank < 1:
-            raise ValueError(f"rank must be >= 1, got {self.rank}")
-        if self.rank_multiple < 1 or self.finetune_epochs < 0 or self.min_layer_flops < 0:
-            raise ValueError("rank_multiple >= 1, finetune_epochs >= 0 and min_layer_flops >= 0")
-        if self.min_layer_speedup <= 0:
-            raise ValueError(f"min_layer_speedup must be > 0, got {self.min_layer_speedup}")
+        check_config(self)
 
 
 @dataclass
@@ -137,7 +137,6 @@ def factorize(model: nn.Module, config: FactorizeConfig, ctx: PassContext) -> Pa
         raise PassError(f"factorize needs a PyTorch model, got {type(model).__name__}",
                         "run torch passes before any ONNX-stage pass")
     if config.finetune_epochs > 0:  # asked to train: refuse now, not after the factorization
-        from advisor.passes.finetune import require_training
         require_training("factorize with finetune_epochs > 0", ctx)
     started = time.perf_counter()
     model = copy.deepcopy(model)
@@ -148,7 +147,7 @@ def factorize(model: nn.Module, config: FactorizeConfig, ctx: PassContext) -> Pa
     info: dict[str, Any] = {"method": _method_label(config), "input_shape": list(shape),
                             "latency_check": timer.describe() if config.check_latency else
                             "off"}
-    flops_before, params_before = _model_flops(model, shape), _params(model)
+    flops_before, params_before = count_flops(model, shape)[0], _params(model)
 
     if config.layer_ranks:
         _replay_ranks(candidates, dict(config.layer_ranks))
@@ -168,14 +167,14 @@ def factorize(model: nn.Module, config: FactorizeConfig, ctx: PassContext) -> Pa
         _decide(layer, config, enforce, timer if check else None)
     for layer in candidates:
         if layer.record.get("replaced"):
-            _set_module(model, layer.name, build(layer.module, layer.basis, layer.ranks))
+            set_module(model, layer.name, build(layer.module, layer.basis, layer.ranks))
 
     replaced = [lay for lay in layers if lay.record.get("replaced")]
     info.update({
         "layers": [lay.record for lay in layers],
         "replaced": len(replaced),
         "layer_ranks": {lay.name: list(lay.ranks) for lay in replaced},
-        "flops_before": flops_before, "flops_after": _model_flops(model, shape),
+        "flops_before": flops_before, "flops_after": count_flops(model, shape)[0],
         "params_before": params_before, "params_after": _params(model),
     })
     info["replay_config"] = config_to_dict(replace(
@@ -222,7 +221,7 @@ def _discover(model: nn.Module, shape: tuple[int, ...]) -> list[_Layer]:
 
 def _eligible(model: nn.Module, layers: list[_Layer], config: FactorizeConfig) -> list[_Layer]:
     """The layers that may be factorized (with their bases); the others get a skip record."""
-    ignored = _ignored_names(model, config.ignore_layers)
+    ignored = modules_within(model, resolve_layers(model, config.ignore_layers))
     out = []
     for layer in layers:
         ok, why = factorizable(layer.module)
@@ -243,20 +242,6 @@ def _eligible(model: nn.Module, layers: list[_Layer], config: FactorizeConfig) -
                                  "max_ranks": list(layer.basis.max_ranks)})
             out.append(layer)
     return out
-
-
-def _ignored_names(model: nn.Module, patterns: tuple[str, ...]) -> set[str]:
-    """Names matching exact module names or ``re:`` patterns, plus everything inside them."""
-    names = [n for n, _ in model.named_modules() if n]
-    hits: set[str] = set()
-    for p in patterns:
-        found = [n for n in names if re.fullmatch(p[3:], n)] if p.startswith("re:") else \
-            [n for n in names if n == p]
-        if not found:
-            raise PassError(f"ignore_layers entry {p!r} matches no module",
-                            f"module names look like: {', '.join(names[:6])} ...")
-        hits.update(found)
-    return {n for n in names if any(n == h or n.startswith(h + ".") for h in hits)}
 
 
 # ---- rank choice ------------------------------------------------------------------------------
@@ -441,31 +426,20 @@ class _LayerTimer:
         same machine in alternation, and on a shared host the median carries other processes'
         load (seen here as 16 ms scheduler quanta) while the minimum does not.
         """
-        from advisor.measure.latency import time_inprocess
-
         x = torch.randn(in_shape, generator=torch.Generator().manual_seed(0))
         dense, fact = dense.to(self.device), fact.to(self.device)
         x = x.to(dtype=next(dense.parameters()).dtype, device=self.device)
         fns = [self._timed(lambda: dense(x)), self._timed(lambda: fact(x))]
-        samples: list[list[float]] = [[], []]
-        with self._threads(), torch.inference_mode():
-            t0 = time.perf_counter()
-            for fn in fns:
-                fn()
-            per_pair = max(time.perf_counter() - t0, 1e-6)
+        with self._threads():
+            per_pair = max(probe_seconds(fns), 1e-6)  # one call each, also the first warm-up
             repeats = int(min(50, max(5, self.budget_s / self.rounds / per_pair)))
-            for _ in range(self.rounds):
-                for i, fn in enumerate(fns):
-                    stats = time_inprocess(fn, warmup=1, repeats=repeats,
-                                           max_seconds=self.budget_s / self.rounds)
-                    samples[i] += stats.samples_ms
-        return {"dense_ms": min(samples[0]), "factorized_ms": min(samples[1]),
-                "dense_median_ms": statistics.median(samples[0]),
-                "factorized_median_ms": statistics.median(samples[1])}
+            times = time_interleaved(fns, self.rounds, repeats, block_warmup=1,
+                                     block_seconds=self.budget_s / self.rounds)
+        (dense_ms, fact_ms), (dense_med, fact_med) = times.mins, times.medians
+        return {"dense_ms": dense_ms, "factorized_ms": fact_ms,
+                "dense_median_ms": dense_med, "factorized_median_ms": fact_med}
 
     def time_model(self, model: nn.Module, shape: tuple[int, ...]) -> float:
-        from advisor.measure.latency import time_inprocess
-
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(self.device)
         was = model.training
         model.eval()
@@ -503,49 +477,15 @@ class _LayerTimer:
 
 # ---- model edits, counts, fine-tune -----------------------------------------------------------
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
 
 def _params(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _model_flops(model: nn.Module, shape: tuple[int, ...]) -> int:
-    """Model FLOPs at `shape` (one multiply-add = one flop): `advisor.measure.flops` when it is
-    there, else fvcore directly (the same counter)."""
-    try:
-        from advisor.measure.flops import count_flops
-    except ImportError:
-        count_flops = None
-    was = model.training
-    model.eval()
-    try:
-        if count_flops is not None:
-            return int(count_flops(model, tuple(shape)).total)
-        import logging
-        import warnings
-
-        from fvcore.nn import FlopCountAnalysis
-
-        logging.getLogger("fvcore").setLevel(logging.ERROR)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            fca = FlopCountAnalysis(model, torch.zeros(shape))
-            fca.unsupported_ops_warnings(False)
-            fca.uncalled_modules_warnings(False)
-            return int(fca.total())
-    finally:
-        model.train(was)
-
-
 def _maybe_finetune(model: nn.Module, config: FactorizeConfig, ctx: PassContext) -> dict:
     if config.finetune_epochs <= 0:
         return {"skipped": "finetune_epochs = 0 (plans recover with the finetune pass)"}
-    from advisor.passes.finetune import budget_train_config
-    from advisor.train import evaluate, train
+    from advisor.train import evaluate, train  # looked up here: tests replace train
 
     before = evaluate(model, ctx.val_loader, ctx.device) if ctx.val_loader is not None else None
     tc = budget_train_config(ctx, epochs=config.finetune_epochs, lr=config.finetune_lr)

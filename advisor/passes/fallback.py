@@ -19,8 +19,16 @@ budget holds for the whole plan and not only for this step):
 
 NNCF (`quantize_with_accuracy_control`) and Intel Neural Compressor do this for a
 quantization-only flow; here it runs on whatever ONNX model the plan produced (pruned,
-factorized, distilled ...). The algorithm is independent of ONNX Runtime: it takes a
-`quantize(excluded) -> path` callable.
+factorized, distilled ...). As NNCF writes its accuracy control over a backend interface, the
+algorithm here is pure: it knows no runtime and reads no file, only three injected callables
+(`advisor.passes.fallback_ort` is the ONNX Runtime backend; the tests use a fake one):
+
+- `quantize(excluded) -> model`: the int8 model with the nodes `excluded` kept in fp32 (any
+  hashable handle: a path for ONNX Runtime);
+- `evaluate(model, samples) -> Evaluation`: accuracy in points on the validation data
+  (`samples=None`), or accuracy and logits on its first `samples` samples (the ranking);
+- `time(a, b, seconds) -> (ms_a, ms_b)`: the two models timed against each other (paired,
+  interleaved), in about `seconds`.
 
 Reference: Nagel et al., "A White Paper on Neural Network Quantization" (arXiv:2106.08295),
 section 3.7 (debugging: per-layer sensitivity and mixed precision fallback).
@@ -28,15 +36,26 @@ section 3.7 (debugging: per-layer sensitivity and mixed precision fallback).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import numpy as np
+
+# seconds of paired timing: the fp32/int8 comparisons, and each fp32 layer's cost
+TIME_MODELS_S = 3.0
+TIME_LAYER_S = 2.0
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate` returns: accuracy in points (percent) and, for the ranking, the logits."""
+
+    accuracy: float
+    logits: np.ndarray | None = None
 
 
 @dataclass
 class FallbackOutcome:
-    model_path: Path
+    model: Hashable  # the chosen model, as `quantize` returned it
     excluded: tuple[str, ...]
     reference: dict[str, Any]
     max_drop: float
@@ -56,47 +75,48 @@ class FallbackOutcome:
                 "quantizations": self.quantizations}
 
 
-def run_fallback(*, candidates: list[str], labels: dict[str, str],
-                 quantize: Callable[[tuple[str, ...]], Path], fp32_path: Path, eval_batches,
-                 reference_accuracy: dict[str, Any], max_drop: float,
+def run_fallback(*, candidates: list[str], quantize: Callable[[tuple[str, ...]], Hashable],
+                 evaluate: Callable[[Hashable, int | None], Evaluation],
+                 time: Callable[[Hashable, Hashable, float], tuple[float, float]],
+                 fp32: Hashable, reference_accuracy: dict[str, Any], max_drop: float,
                  base_excluded: tuple[str, ...] = (), sensitivity_samples: int = 128,
-                 max_reverted: int | None = None, latency_shape: tuple[int, ...] = (1,),
-                 threads: int | None = None) -> FallbackOutcome:
-    """Quantize with as few fp32 layers as keep the accuracy drop within `max_drop` points."""
-    from advisor.passes.quantize_ort import (Batches, accuracy_points, load_onnx, logits,
-                                             paired_latency)
+                 max_reverted: int | None = None, labels: dict[str, str] | None = None,
+                 op_types: dict[str, str] | None = None) -> FallbackOutcome:
+    """Quantize with as few fp32 layers as keep the accuracy drop within `max_drop` points.
 
+    `fp32`: the model before quantization; `reference_accuracy["accuracy"]`: the accuracy the
+    drop is measured from; `labels`/`op_types`: node -> layer name / op type, for the record.
+    """
+    labels, op_types = labels or {}, op_types or {}
     made: set[tuple[str, ...]] = set()
 
-    def quantize_counted(excluded: tuple[str, ...]) -> Path:
+    def quantize_counted(excluded: tuple[str, ...]) -> Hashable:
         made.add(tuple(sorted(excluded)))
         return quantize_fn(excluded)
 
     quantize_fn, quantize = quantize, quantize_counted
-    op_types = {n.name: n.op_type for n in load_onnx(fp32_path).graph.node}
     ref_acc = float(reference_accuracy["accuracy"])
-    y = eval_batches.labels
-    cache: dict[Path, float] = {}
+    cache: dict[Hashable, float] = {}
 
-    def acc(path: Path) -> float:
-        if path not in cache:
-            cache[path] = accuracy_points(logits(path, eval_batches, threads), y)
-        return cache[path]
+    def acc(model: Hashable) -> float:
+        if model not in cache:
+            cache[model] = float(evaluate(model, None).accuracy)
+        return cache[model]
 
-    def drop(path: Path) -> float:
-        return ref_acc - acc(path)
+    def drop(model: Hashable) -> float:
+        return ref_acc - acc(model)
 
-    def fits(path: Path) -> bool:
-        return drop(path) <= max_drop + 1e-9
+    def fits(model: Hashable) -> bool:
+        return drop(model) <= max_drop + 1e-9
 
-    def entry(path: Path, **extra) -> dict[str, Any]:
-        return {"accuracy": round(acc(path), 3), "drop": round(drop(path), 3), **extra}
+    def entry(model: Hashable, **extra) -> dict[str, Any]:
+        return {"accuracy": round(acc(model), 3), "drop": round(drop(model), 3), **extra}
 
     base = tuple(base_excluded)
     plain = quantize(base)
-    fp32_ms, plain_ms = paired_latency([fp32_path, plain], latency_shape, threads)
+    fp32_ms, plain_ms = time(fp32, plain, TIME_MODELS_S)
     out = FallbackOutcome(plain, base, reference_accuracy, max_drop,
-                          {"accuracy": round(acc(fp32_path), 3), "latency_ms": round(fp32_ms, 4)},
+                          {"accuracy": round(acc(fp32), 3), "latency_ms": round(fp32_ms, 4)},
                           entry(plain, latency_ms=round(plain_ms, 4),
                                 speedup_vs_fp32=round(fp32_ms / plain_ms, 3)),
                           {}, fits(plain))
@@ -107,18 +127,17 @@ def run_fallback(*, candidates: list[str], labels: dict[str, str],
 
     # 1. rank by the damage each layer does when it is the only one quantized
     n = max(1, sensitivity_samples)
-    arrays = _take(eval_batches.arrays, n)
-    sub = Batches(arrays, y[: sum(len(a) for a in arrays)])
-    ref_logits = logits(fp32_path, sub, threads)
+    ref_sub = evaluate(fp32, n)
+    ref_logits = np.asarray(ref_sub.logits)
     energy = float(np.mean(ref_logits ** 2)) or 1.0
-    ref_sub_acc = accuracy_points(ref_logits, sub.labels)
     ranked = []
     for c in candidates:
         others = tuple(sorted(set(candidates) - {c} | set(base)))
-        got = logits(quantize(others), sub, threads)
-        drop_alone = ref_sub_acc - accuracy_points(got, sub.labels)
+        got = evaluate(quantize(others), n)
+        drop_alone = ref_sub.accuracy - got.accuracy
         ranked.append({"node": c, "layer": labels.get(c, c),
-                       "output_error": float(np.mean((got - ref_logits) ** 2) / energy),
+                       "output_error": float(np.mean((np.asarray(got.logits) - ref_logits) ** 2)
+                                             / energy),
                        "accuracy_drop_alone": round(drop_alone, 3)})
     ranked.sort(key=lambda r: (r["output_error"], r["accuracy_drop_alone"]), reverse=True)
     for r in ranked:
@@ -145,17 +164,17 @@ def run_fallback(*, candidates: list[str], labels: dict[str, str],
         # 3. refine: put back into int8 whatever is not needed
         for node in [e for e in reversed(excluded) if e not in base]:
             trial = tuple(e for e in excluded if e != node)
-            path = quantize(trial)
-            ok = fits(path)
+            model = quantize(trial)
+            ok = fits(model)
             out.steps.append({"action": "requantize" if ok else "keep fp32",
-                              "layer": labels.get(node, node), **entry(path)})
+                              "layer": labels.get(node, node), **entry(model)})
             if ok:
-                excluded, best = list(trial), path
+                excluded, best = list(trial), model
 
     # 4. cost of each layer left in fp32, against the final model
     for node in [e for e in excluded if e not in base]:
         with_q = quantize(tuple(e for e in excluded if e != node))
-        q_ms, final_ms_i = paired_latency([with_q, best], latency_shape, threads, max_seconds=2.0)
+        q_ms, final_ms_i = time(with_q, best, TIME_LAYER_S)
         sens = next(r for r in ranked if r["node"] == node)
         out.reverted.append({"node": node, "layer": labels.get(node, node),
                              "op_type": op_types.get(node), "output_error": sens["output_error"],
@@ -164,21 +183,10 @@ def run_fallback(*, candidates: list[str], labels: dict[str, str],
                              "latency_ms_quantized": round(q_ms, 4),
                              "latency_ms_fp32": round(final_ms_i, 4),
                              "latency_cost_ms": round(final_ms_i - q_ms, 4)})
-    fp32_ms2, final_ms = paired_latency([fp32_path, best], latency_shape, threads)
-    out.model_path, out.excluded, out.budget_met = best, tuple(excluded), fits(best)
+    fp32_ms2, final_ms = time(fp32, best, TIME_MODELS_S)
+    out.model, out.excluded, out.budget_met = best, tuple(excluded), fits(best)
     out.final = entry(best, latency_ms=round(final_ms, 4),
                       speedup_vs_fp32=round(fp32_ms2 / final_ms, 3),
                       fp32_layers=[labels.get(e, e) for e in excluded])
     out.quantizations = len(made)
-    return out
-
-
-def _take(arrays: list[np.ndarray], n: int) -> list[np.ndarray]:
-    """Whole batches (a fixed-batch model cannot take a partial one) until `n` samples."""
-    out, got = [], 0
-    for a in arrays:
-        if got >= n:
-            break
-        out.append(a)
-        got += len(a)
     return out

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from advisor.errors import PassError
-from advisor.passes.base import OnnxArtifact, PassContext, PassResult, register_pass
+from advisor.passes.base import (OnnxArtifact, PassContext, PassResult, check_config,
+                                 register_pass)
 
 # (op type -> input positions that must stay float32 whatever the model's precision)
 _FLOAT32_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
@@ -38,11 +39,17 @@ class Fp16Config:
     keep_io_types: bool = True
     op_block_list: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        check_config(self)
+
 
 @dataclass(frozen=True)
 class Bf16Config:
     keep_io_types: bool = True
     op_block_list: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        check_config(self)
 
 
 def float_to_bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -217,7 +224,7 @@ def _apply(model: OnnxArtifact, precision: str, config, ctx: PassContext, name: 
     import onnx
 
     from advisor.export import onnx_session
-    from advisor.passes.quantize_ort import file_size, output_path
+    from advisor.passes.onnx_common import file_size, output_path
 
     ok, why = cuda_available()
     if not ok:

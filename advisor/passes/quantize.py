@@ -8,8 +8,10 @@
 | `weight_only_int8` | onnx | int8 weight storage + DequantizeLinear, fp32 compute | size goals |
 | `fp16`, `bf16` | onnx | half-precision graph for ONNX Runtime's CUDA provider | CUDA targets |
 
-Implementations: `quantize_ort` (int8 in ONNX Runtime), `fallback` (accuracy-aware fallback),
-`quantize_torch`, `fp16`.
+Implementations: `quantize_ort` (int8 in ONNX Runtime), `quantize_torch`, `fp16` (the passes and
+their configs); helpers they share: `int8_types`, `qdq`, `weight_only`, `onnx_common`,
+`fallback` (the accuracy-aware fallback, a pure algorithm) and `fallback_ort` (its backend).
+This module only gathers them (it registers nothing itself).
 
 Left out on purpose: PT2E static int8 through torchao (X86InductorQuantizer + torch.compile).
 It measured faster than ONNX Runtime on one CNN here (2.95 ms vs 3.9 ms), but only after a
@@ -22,9 +24,9 @@ candidate per plan; PT2E would add a 15 s trial for a ~25 % gain on one model.
 from __future__ import annotations
 
 from advisor.passes.fp16 import Bf16Config, Fp16Config, bf16, convert_float_model, fp16
+from advisor.passes.int8_types import choose_int8_types
 from advisor.passes.quantize_ort import (Int8DynamicConfig, Int8StaticConfig, WeightOnlyInt8Config,
-                                         choose_int8_types, int8_dynamic, int8_static,
-                                         weight_only_int8)
+                                         int8_dynamic, int8_static, weight_only_int8)
 from advisor.passes.quantize_torch import TorchDynamicInt8Config, torch_dynamic_int8
 
 __all__ = ["Int8StaticConfig", "Int8DynamicConfig", "WeightOnlyInt8Config", "TorchDynamicInt8Config",

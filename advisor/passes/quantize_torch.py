@@ -19,15 +19,15 @@ Integer-Arithmetic-Only Inference" (arXiv:1712.05877).
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import platform
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from advisor.errors import PassError
-from advisor.passes.base import PassContext, PassResult, register_pass
+from advisor.passes.base import PassContext, PassResult, check_config, register_pass
 
 _KINDS = ("Linear", "LSTM", "GRU", "LSTMCell", "GRUCell", "RNNCell")
 
@@ -40,6 +40,9 @@ class TorchDynamicInt8Config:
     exclude: tuple[str, ...] = ()
     engine: Literal["auto", "fbgemm", "qnnpack", "x86", "onednn"] = "auto"
     measure_speedup: bool = True
+
+    def __post_init__(self):
+        check_config(self)
 
 
 def choose_engine(requested: str = "auto") -> str:
@@ -66,23 +69,13 @@ def state_bytes(model) -> int:
 
 
 def paired_torch_latency(models: list, x, rounds: int = 5, per_round: int = 10) -> list[float]:
-    """p50 (ms) of each model on `x`, in interleaved rounds (load drift hits all alike)."""
-    import statistics
+    """p50 (ms) of each model on `x`, in interleaved rounds (load drift hits all alike): three
+    warm-up calls each, then `rounds` rounds of `per_round` calls per model
+    (`advisor.measure.timer.time_interleaved`)."""
+    from advisor.measure.timer import time_interleaved
 
-    import torch
-
-    times: list[list[float]] = [[] for _ in models]
-    with torch.inference_mode():
-        for m in models:
-            for _ in range(3):
-                m(x)
-        for _ in range(rounds):
-            for i, m in enumerate(models):
-                for _ in range(per_round):
-                    t = time.perf_counter()
-                    m(x)
-                    times[i].append(time.perf_counter() - t)
-    return [statistics.median(t) * 1e3 for t in times]
+    return time_interleaved([functools.partial(m, x) for m in models], rounds, per_round,
+                            warmup=3).medians
 
 
 @register_pass("torch_dynamic_int8", TorchDynamicInt8Config, family="quantization", stage="torch",

@@ -38,10 +38,9 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,8 +49,10 @@ import torch_pruning as tp
 from torch import nn
 
 from advisor.errors import PassError
-from advisor.passes.base import PassContext, PassResult, register_pass
-from advisor.passes.finetune import budget_train_config, require_module
+from advisor.passes.base import PassContext, PassResult, check_config, register_pass
+from advisor.passes.torch_common import (budget_train_config, count_flops, example_input,
+                                         output_layer, prunable_within, require_module,
+                                         resolve_layers, take_batches)
 from advisor.passes.importance import Criterion, make_importance
 from advisor.train import evaluate, train
 
@@ -65,20 +66,32 @@ class StructuredPruneConfig:
 
     criterion: Criterion = "l1"
     scope: Literal["global", "local"] = "global"
-    ratio: float = 0.5  # share of channels removed
-    flops_reduction: float | None = None  # share of FLOPs removed (overrides ratio)
-    target_latency_ms: float | None = None  # p50 on the target (overrides both)
+    # share of channels removed (the knob: larger prunes harder)
+    ratio: float = field(default=0.5, metadata={"knob": "increasing", "ge": 0.0, "lt": 1.0})
+    # share of FLOPs removed (overrides ratio)
+    flops_reduction: float | None = field(default=None, metadata={"gt": 0.0, "lt": 1.0})
+    # p50 on the target (overrides both)
+    target_latency_ms: float | None = field(default=None, metadata={"gt": 0.0})
     ignore_layers: tuple[str, ...] = ()  # module names or "re:<pattern>"
-    round_to: int | None = None  # keep channel counts multiples of this
-    iterative_steps: int = 1  # reach the ratio in this many steps (scores recomputed each step)
-    max_layer_ratio: float = 0.9  # no layer loses more than this share of its channels
-    slimming_epochs: int = 3  # L1-on-γ sparsity training before bn_scale pruning (budget allowing)
-    slimming_penalty: float = 1e-3  # λ of the L1 penalty on γ
-    slimming_lr: float = 1e-3
-    calibration_samples: int = 128  # inputs for HRank ranks / Taylor gradients
-    latency_step: float = 0.1  # ratio added per step of the latency search
-    max_search_ratio: float = 0.9  # the latency/FLOPs search never removes more channels
+    round_to: int | None = field(default=None, metadata={"ge": 1})  # channel counts' multiple
+    # reach the ratio in this many steps (scores recomputed each step)
+    iterative_steps: int = field(default=1, metadata={"ge": 1})
+    # no layer loses more than this share of its channels
+    max_layer_ratio: float = field(default=0.9, metadata={"gt": 0.0, "lt": 1.0})
+    # L1-on-γ sparsity training before bn_scale pruning (budget allowing)
+    slimming_epochs: int = field(default=3, metadata={"ge": 0})
+    slimming_penalty: float = field(default=1e-3, metadata={"ge": 0.0})  # λ of the L1 on γ
+    slimming_lr: float = field(default=1e-3, metadata={"gt": 0.0})
+    # inputs for HRank ranks / Taylor gradients
+    calibration_samples: int = field(default=128, metadata={"ge": 1})
+    # ratio added per step of the latency search
+    latency_step: float = field(default=0.1, metadata={"gt": 0.0})
+    # the latency/FLOPs search never removes more channels
+    max_search_ratio: float = field(default=0.9, metadata={"gt": 0.0, "lt": 1.0})
     latency_runtime: Literal["torch", "onnxruntime"] | None = None  # None: the target's first
+
+    def __post_init__(self):
+        check_config(self)
 
 
 @register_pass("prune_structured", StructuredPruneConfig, family="pruning",
@@ -89,7 +102,7 @@ def apply_structured(model: nn.Module, config: StructuredPruneConfig,
     require_module("prune_structured", model)
     _validate(config)
     base = copy.deepcopy(model).eval()
-    example = _example(ctx)
+    example = example_input(ctx, max_rows=1)
     shape = tuple(ctx.input_shape)
     flops_before, params_before = count_flops(base, shape)
 
@@ -262,51 +275,6 @@ def protected_layers(model: nn.Module, example: torch.Tensor,
             "input_producers": sorted(set(producers) - set(user)), "layers": layers}
 
 
-@torch.no_grad()
-def output_layer(model: nn.Module, example: torch.Tensor) -> str | None:
-    """Name of the last Conv/Linear layer run in the forward pass (the classifier)."""
-    order: list[str] = []
-    handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
-               for n, m in model.named_modules() if isinstance(m, _ROOT_TYPES)]
-    was = model.training
-    model.eval()
-    try:
-        model(example)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
-    return order[-1] if order else None
-
-
-def resolve_layers(model: nn.Module, patterns: tuple[str, ...]) -> list[str]:
-    """Module names matching exact names or ``re:`` patterns; an unmatched entry is an error."""
-    names = [n for n, _ in model.named_modules() if n]
-    out: list[str] = []
-    for p in patterns:
-        if p.startswith("re:"):
-            rx = re.compile(p[3:])
-            hits = [n for n in names if rx.fullmatch(n)]
-        else:
-            hits = [p] if p in names else []
-        if not hits:
-            raise PassError(f"ignore_layers entry {p!r} matches no module",
-                            f"module names look like: {', '.join(names[:6])} ...")
-        out += [h for h in hits if h not in out]
-    return out
-
-
-def prunable_within(model: nn.Module, names: list[str]) -> list[str]:
-    """The Conv/Linear layers at or under the named modules."""
-    out = []
-    for name in names:
-        for sub, m in model.get_submodule(name).named_modules():
-            full = f"{name}.{sub}" if sub else name
-            if isinstance(m, _ROOT_TYPES) and full not in out:
-                out.append(full)
-    return out
-
-
 def _input_producers(model: nn.Module, example: torch.Tensor, layers: list[str]) -> list[str]:
     """Layers whose output channels feed the inputs of `layers` (so those inputs stay whole)."""
     if not layers:
@@ -451,31 +419,6 @@ def _gamma_stats(bns: list[nn.Module]) -> dict[str, float]:
 
 # ---- helpers -------------------------------------------------------------------------------
 
-def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(FLOPs, params) at `input_shape`; one multiply-add = one flop (fvcore convention)."""
-    params = sum(p.numel() for p in model.parameters())
-    try:
-        from advisor.measure.flops import count_flops as measure_flops
-    except ImportError:
-        measure_flops = None
-    if measure_flops is not None:
-        return int(measure_flops(model, tuple(input_shape)).total), int(params)
-    import logging
-
-    from fvcore.nn import FlopCountAnalysis
-
-    was = model.training
-    model.eval()
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        fca = FlopCountAnalysis(model, torch.zeros(input_shape))
-        fca.unsupported_ops_warnings(False)
-        fca.uncalled_modules_warnings(False)
-        total = int(fca.total())
-    model.train(was)
-    return total, int(params)
-
 
 def _criterion_data(config: StructuredPruneConfig, ctx: PassContext) -> dict[str, Any]:
     n = max(1, config.calibration_samples)
@@ -484,45 +427,15 @@ def _criterion_data(config: StructuredPruneConfig, ctx: PassContext) -> dict[str
         if loader is None:
             raise PassError("criterion hrank needs calibration inputs (a few batches)",
                             "pass --calib-data or --data, or use criterion l1")
-        return {"calib_batches": _take(loader, n, labelled=False)}
+        return {"calib_batches": take_batches(loader, n, labelled=False)}
     if config.criterion == "taylor":
         loader = ctx.train_loader or ctx.val_loader
-        batches = _take(loader, n, labelled=True) if loader is not None else []
+        batches = take_batches(loader, n, labelled=True) if loader is not None else []
         if not batches:
             raise PassError("criterion taylor needs labelled data for its gradients",
                             "pass --train-data, or use criterion l1 / hrank")
         return {"labelled_batches": batches}
     return {}
-
-
-def _take(loader, n: int, labelled: bool) -> list:
-    """Batches from `loader` holding `n` inputs in all (the last one cut to size)."""
-    out, seen = [], 0
-    for batch in loader:
-        if isinstance(batch, (list, tuple)):
-            x = batch[0]
-            y = batch[1] if len(batch) > 1 else None
-        else:
-            x, y = batch, None
-        x = x[:n - seen]
-        if labelled:
-            if y is None or not bool((torch.as_tensor(y) >= 0).all()):
-                continue
-            out.append((x, torch.as_tensor(y)[:len(x)]))
-        else:
-            out.append(x)
-        seen += len(x)
-        if seen >= n:
-            break
-    return out
-
-
-def _example(ctx: PassContext) -> torch.Tensor:
-    if ctx.example_inputs:
-        x = ctx.example_inputs[0]
-        if isinstance(x, torch.Tensor):
-            return x[:1] if x.shape[0] > 1 else x
-    return torch.zeros(ctx.input_shape)
 
 
 def _validate(config: StructuredPruneConfig) -> None:

@@ -36,50 +36,59 @@ Passes:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from advisor.errors import PassError
-from advisor.passes.base import PassContext, PassResult, register_pass
-from advisor.passes.finetune import budget_train_config, require_module, require_training
+from advisor.passes.base import PassContext, PassResult, check_config, register_pass
+from advisor.passes.torch_common import (NO_SPEEDUP, budget_train_config, example_input,
+                                         require_module, require_training, sparsity_info,
+                                         target_layers, val_accuracy)
 from advisor.sparse import (CSRLinear, MaskKeeper, apply_masks, layer_sparsity, magnitude_masks,
-                            overall_sparsity, prunable_layers, storage_report, time_ms, to_csr)
-from advisor.train import evaluate, train
-
-NO_SPEEDUP = ("none: dense CPU kernels skip no zeros, so masked weights cost the same time; "
-              "the gain is the compressed storage")
+                            overall_sparsity, prunable_layers, time_ms, to_csr)
+from advisor.train import train
 
 
 @dataclass(frozen=True)
 class UnstructuredPruneConfig:
     """One-shot magnitude pruning of single weights; optional CSR execution of Linear layers."""
 
-    sparsity: float = 0.8  # share of the (prunable) weights set to zero
+    # share of the (prunable) weights set to zero (the knob: larger prunes harder)
+    sparsity: float = field(default=0.8, metadata={"knob": "increasing", "ge": 0.0, "lt": 1.0})
     scope: Literal["global", "local"] = "global"
     ignore_layers: tuple[str, ...] = ()  # module names or "re:<pattern>"; never pruned
     prune_output_layer: bool = False  # the classifier is kept dense unless asked
     csr_linear: bool = False  # run sparse Linear layers as CSR matmuls where measured faster
-    csr_min_sparsity: float = 0.7  # below this, CSR is not even tried
+    # below this, CSR is not even tried
+    csr_min_sparsity: float = field(default=0.7, metadata={"ge": 0.0, "lt": 1.0})
+
+    def __post_init__(self):
+        check_config(self)
 
 
 @dataclass(frozen=True)
 class IterativePruneConfig:
     """Iterative magnitude pruning with retraining rounds and rewinding."""
 
-    sparsity: float = 0.9  # final sparsity
-    rounds: int = 4
-    epochs_per_round: int = 3
+    # final sparsity (the knob: larger prunes harder)
+    sparsity: float = field(default=0.9, metadata={"knob": "increasing", "ge": 0.0, "lt": 1.0})
+    rounds: int = field(default=4, metadata={"ge": 1})
+    epochs_per_round: int = field(default=3, metadata={"ge": 1})
     rewind: Literal["lr", "weight", "none"] = "lr"
-    rewind_epoch: int = 0  # weight rewinding: epoch of round 1 the weights go back to
-    lr: float = 1e-3
+    # weight rewinding: epoch of round 1 the weights go back to
+    rewind_epoch: int = field(default=0, metadata={"ge": 0})
+    lr: float = field(default=1e-3, metadata={"gt": 0.0})
     schedule: Literal["onecycle", "cosine"] = "onecycle"
-    weight_decay: float = 1e-4
+    weight_decay: float = field(default=1e-4, metadata={"ge": 0.0})
     scope: Literal["global", "local"] = "global"
     ignore_layers: tuple[str, ...] = ()
     prune_output_layer: bool = False
+
+    def __post_init__(self):
+        check_config(self)
 
 
 @register_pass("prune_unstructured", UnstructuredPruneConfig, family="sparsity",
@@ -154,7 +163,7 @@ def apply_iterative(model: nn.Module, config: IterativePruneConfig,
             model.load_state_dict(rewind_state)
         apply_masks(model, masks)
         keeper = MaskKeeper(model, masks)
-        pruned_acc = _val(model, ctx)
+        pruned_acc = val_accuracy(model, ctx)
         n_epochs, lr, schedule = epochs, config.lr, config.schedule
         if config.rewind == "none":
             lr, schedule = config.lr / 10, "constant"
@@ -171,7 +180,7 @@ def apply_iterative(model: nn.Module, config: IterativePruneConfig,
         if capture is not None:
             rewind_state = capture.state or copy.deepcopy(model.state_dict())
         rounds.append({"round": r, "sparsity": round(overall_sparsity(model, names), 6),
-                       "val_accuracy_pruned": pruned_acc, "val_accuracy": _val(model, ctx),
+                       "val_accuracy_pruned": pruned_acc, "val_accuracy": val_accuracy(model, ctx),
                        "epochs_run": report.epochs_run, "stopped_by": report.stopped_by,
                        "seconds": round(report.seconds, 2)})
 
@@ -184,24 +193,6 @@ def apply_iterative(model: nn.Module, config: IterativePruneConfig,
 
 
 # ---- shared pieces ------------------------------------------------------------------------
-
-def target_layers(model: nn.Module, example: torch.Tensor, ignore_layers: tuple[str, ...],
-                  prune_output_layer: bool) -> list[str]:
-    """Conv/Linear layers to sparsify: all but the user's and (unless asked) the output layer."""
-    from advisor.passes.structured import output_layer, prunable_within, resolve_layers
-
-    skip = set(prunable_within(model, resolve_layers(model, ignore_layers)))
-    if not prune_output_layer:
-        out = output_layer(model, example)
-        if out:
-            skip.add(out)
-    names = [n for n, m in prunable_layers(model).items()
-             if n not in skip and not isinstance(m, CSRLinear)]
-    if not names:
-        raise PassError("no Conv/Linear layer is left to sparsify",
-                        "check ignore_layers (the output layer is kept unless "
-                        "prune_output_layer is set)")
-    return names
 
 
 @torch.no_grad()
@@ -243,18 +234,6 @@ def convert_faster_linears(model: nn.Module, example: torch.Tensor, names: list[
     return chosen
 
 
-def sparsity_info(model: nn.Module, names: list[str], scope: str) -> dict[str, Any]:
-    per_layer = layer_sparsity(model)
-    storage = storage_report(model)
-    return {"scope": scope, "sparsity": round(overall_sparsity(model, names), 6),
-            "layer_sparsity": {n: per_layer[n] for n in names},
-            "dense_bytes": storage["dense_bytes"],
-            "compressed_bytes": storage["compressed_bytes"],
-            "zlib_bytes": storage["zlib_bytes"],
-            "compression_ratio": storage["compression_ratio"],
-            "storage_formats": {n: storage["layers"][n]["format"] for n in names}}
-
-
 def _scores_keeping_zeros(layers: dict[str, nn.Module], names: list[str]
                           ) -> dict[str, torch.Tensor]:
     """|w|, with already pruned weights ranked below every live one (they stay pruned)."""
@@ -293,16 +272,6 @@ def _check_sparsity(sparsity: float) -> None:
     if not 0.0 <= sparsity < 1.0:
         raise PassError(f"sparsity must be in [0, 1), got {sparsity}",
                         "e.g. 0.8 removes 80% of the weights")
-
-
-def _val(model: nn.Module, ctx: PassContext) -> float | None:
-    return evaluate(model, ctx.val_loader, ctx.device) if ctx.val_loader is not None else None
-
-
-def example_input(ctx: PassContext) -> torch.Tensor:
-    if ctx.example_inputs and isinstance(ctx.example_inputs[0], torch.Tensor):
-        return ctx.example_inputs[0]
-    return torch.zeros(ctx.input_shape)
 
 
 def _geometric_levels(sparsity: float, rounds: int) -> list[float]:

@@ -259,8 +259,9 @@ def _applied(report: dict) -> str:
     files = "".join(f"<li>{e(k)}: <code>{e(p)}</code></li>"
                     for k, p in (applied.get("files") or {}).items())
     return ('<section id="applied"><h2>Applied</h2>'
-            f"<p>The chosen plan was applied to the original model; output in "
-            f"<code>{e(applied.get('out_dir'))}</code>.</p><ul>{files}</ul></section>")
+            f"<p>Output in <code>{e(applied.get('out_dir'))}</code>" +
+            (f": {e(applied['source'])}, byte for byte (sha256 <code>{e(applied['sha256'])}"
+             "</code>)" if applied.get("source") else "") + f".</p><ul>{files}</ul></section>")
 
 
 def _settings(report: dict) -> str:

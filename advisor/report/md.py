@@ -137,7 +137,9 @@ def _applied(report: dict) -> str:
     if not applied:
         return ""
     rows = list((applied.get("files") or {}).items())
-    return "\n\n".join(["## Applied", f"Output in {md(applied.get('out_dir'))}:",
+    source = (f" It is {md(applied['source'])}, byte for byte (sha256 `{applied['sha256']}`)."
+              if applied.get("source") else "")
+    return "\n\n".join(["## Applied", f"Output in {md(applied.get('out_dir'))}.{source}",
                         table(("file", "path"), rows)])
 
 

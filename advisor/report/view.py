@@ -75,12 +75,9 @@ def target_label(report: dict) -> str:
 
 
 def allowed_drop(report: dict) -> float:
-    """The accuracy drop allowed, in points (a relative limit is turned into points)."""
-    f = report["factors"]
-    base = report["baseline"].get("accuracy")
-    if f.get("max_drop_relative") is not None and base is not None:
-        return f["max_drop_relative"] * base * 100.0
-    return float(f["max_drop"])
+    """The accuracy drop allowed, in points, as the search computed it (a relative limit is
+    already turned into points there: `Factors.allowed_drop_points`)."""
+    return float(report["factors"]["allowed_drop_points"])
 
 
 def max_drop_text(report: dict) -> str:
@@ -121,10 +118,7 @@ def drop_points(report: dict, measured: dict | None) -> float | None:
     """Validation accuracy drop versus the baseline, in points (None when unverified)."""
     if not verified(report) or not measured:
         return None
-    if measured.get("accuracy_drop") is not None:
-        return measured["accuracy_drop"]
-    base, acc = report["baseline"].get("accuracy"), measured.get("accuracy")
-    return None if base is None or acc is None else (base - acc) * 100.0
+    return measured.get("accuracy_drop")  # derived once, by advisor.outcome
 
 
 def agreement_text(measured: dict | None) -> str:
@@ -170,7 +164,8 @@ def chosen_id(report: dict) -> str | None:
 
 # ---- the candidates table ----------------------------------------------------------------------
 
-COLUMNS = ("id", "plan", "steps", "status", "runtime", "p50 ms", "speed-up", "size MB",
+COLUMNS = ("id", "plan", "steps", "status", "runtime", "p50 ms", "own p50 ms", "speed-up",
+           "size MB",
            "size ratio", "accuracy", "drop", "agreement", "predicted", "meets constraints?",
            "notes")
 
@@ -187,7 +182,7 @@ def baseline_row(report: dict) -> Row:
     agree = DASH if verified(report) else "100.0% (itself)"
     cells = {"id": "base", "plan": "original model", "steps": DASH, "status": "ok",
              "runtime": b.get("runtime", DASH), "p50 ms": ms(b["latency_ms"]["p50"]),
-             "speed-up": times(1.0), "size MB": mb(b.get("size_mb")), "size ratio": times(1.0),
+             "own p50 ms": ms(b["latency_ms"]["p50"]), "speed-up": times(1.0), "size MB": mb(b.get("size_mb")), "size ratio": times(1.0),
              "accuracy": accuracy_text(report, b), "drop": DASH, "agreement": agree,
              "predicted": DASH, "meets constraints?": DASH, "notes": "baseline"}
     return Row(cells, "baseline")
@@ -203,6 +198,7 @@ def candidate_row(report: dict, cand: dict) -> Row:
     cells = {"id": cand["id"], "plan": cand["name"], "steps": steps_text(cand.get("plan")),
              "status": cand["status"], "runtime": m.get("runtime") or cand.get("runtime") or DASH,
              "p50 ms": ms((m.get("latency_ms") or {}).get("p50")) if ok else DASH,
+             "own p50 ms": ms((m.get("latency_ms") or {}).get("own_p50")) if ok else DASH,
              "speed-up": times(m.get("speedup")) if ok else DASH,
              "size MB": mb(m.get("size_mb")) if ok else DASH,
              "size ratio": times(m.get("size_ratio")) if ok else DASH,
@@ -350,8 +346,8 @@ def needed_to_qualify(report: dict, cand: dict) -> list[str]:
     f = report["factors"]
     needs = []
     drop = drop_points(report, m)
-    if drop is None and not verified(report) and m.get("agreement"):
-        drop = (1 - m["agreement"]["top1_agreement"]) * 100
+    if drop is None and not verified(report):
+        drop = m.get("disagreement")
     if drop is not None and drop > allowed_drop(report) + 1e-9:
         needs.append(f"--max-drop {_ceil(drop, 2):g} (now {max_drop_text(report)})")
     p50 = (m.get("latency_ms") or {}).get("p50")
@@ -438,6 +434,7 @@ def settings_items(report: dict) -> list[tuple[str, str]]:
     items += [("threads", str(t.get("threads") or DASH)),
               ("runtimes", ", ".join(t.get("runtimes") or []) or DASH),
               ("baseline runtime", b.get("runtime", DASH)),
+              ("latency method", (report.get("measurement") or {}).get("latency", DASH)),
               ("baseline latency spread (cv)", DASH if lat.get("cv") is None
                else f"{lat['cv'] * 100:.1f}%")]
     for key, label in _HOST_KEYS:
@@ -455,7 +452,8 @@ def chosen_summary(report: dict) -> list[tuple[str, str, str]]:
     c, b = report["chosen"], report["baseline"]
     m = c["measured"]
     items = [("speed-up", times(m.get("speedup")),
-              f"p50 {ms(b['latency_ms']['p50'])} → {ms(m['latency_ms']['p50'])} ms"),
+              f"p50 {ms(m.get('baseline_latency_ms', b['latency_ms']['p50']))} → "
+              f"{ms(m['latency_ms']['p50'])} ms ({m.get('runtime', DASH)})"),
              ("size ratio", times(m.get("size_ratio")),
               f"{mb(b.get('size_mb'))} → {mb(m.get('size_mb'))} MB")]
     if verified(report):
@@ -476,9 +474,4 @@ def chosen_summary(report: dict) -> list[tuple[str, str, str]]:
 
 def test_drop(report: dict) -> float | None:
     """The chosen plan's accuracy drop on the held-out split, in points."""
-    c, b = report.get("chosen") or {}, report["baseline"]
-    if c.get("accuracy_drop_test") is not None:
-        return c["accuracy_drop_test"]
-    if c.get("accuracy_test") is None or b.get("accuracy_test") is None:
-        return None
-    return (b["accuracy_test"] - c["accuracy_test"]) * 100.0
+    return (report.get("chosen") or {}).get("accuracy_drop_test")  # computed once, in analyze

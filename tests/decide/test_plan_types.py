@@ -8,7 +8,8 @@ import pytest
 
 from advisor.decide.plan import Plan, Step, plan_from_json
 from advisor.errors import PlanError
-from advisor.passes.base import check_plan_configs, config_from_dict, config_to_dict
+from advisor.passes.base import (check_config, check_plan_configs, config_from_dict,
+                                 config_to_dict)
 
 KNOWN = {"int8_static", "prune_structured"}
 
@@ -68,6 +69,7 @@ class Cfg:
     extra: dict = None
 
     def __post_init__(self):
+        check_config(self)  # types, as every pass config does
         if self.n < 0:
             raise ValueError(f"n must be >= 0, got {self.n}")
 

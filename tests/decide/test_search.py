@@ -84,3 +84,41 @@ def test_unverified_uses_agreement():
     recs = run_search([cand("a")], run_one=run_one, baseline=base, factors=Factors(max_drop=1.0),
                       settings=SearchSettings(), target_name="cpu", data_specs={})
     assert recs[0].violations and "disagrees" in recs[0].violations[0]
+
+
+def test_accuracy_miss_retries_with_the_pass_declared_fallback():
+    """The fallback field comes from the config's metadata (int8_static: max_drop)."""
+    c = Candidate("q", [Step("prune_structured", {"ratio": 0.3}),
+                        Step("int8_static", {"calibration": "minmax"})], "quantization", "r")
+    run_one, calls = fake_run({"q": (4.0, 1.0, 0.90), "q + fp32 fallback": (5.0, 1.0, 0.975)})
+    recs = run_search([c], run_one=run_one, baseline=BASE, factors=Factors(max_drop=1.0),
+                      settings=SearchSettings(), target_name="cpu", data_specs={})
+    assert [p.name for p in calls] == ["q", "q + fp32 fallback"]
+    assert calls[1].steps[1].config["max_drop"] == 1.0 and "max_drop" not in calls[1].steps[0].config
+    assert recs[1].meets_constraints and "int8_static missed" in recs[1].reasons[0]
+
+
+def test_unordered_knob_tries_every_value():
+    knob = {"step": 0, "field": "calibration", "values": ["minmax", "entropy"]}
+    c = Candidate("q", [Step("int8_static", {"max_drop": 0.5})], "quantization", "r", knob=knob)
+    run_one, calls = fake_run({"q [calibration=minmax]": (4.0, 1.0, 0.90),
+                               "q [calibration=entropy]": (4.0, 1.0, 0.98)})
+    run_search([c], run_one=run_one, baseline=BASE, factors=Factors(), settings=SearchSettings(),
+               target_name="cpu", data_specs={})
+    assert [p.name for p in calls] == ["q [calibration=minmax]", "q [calibration=entropy]"]
+
+
+def test_fallback_retry_counts_against_max_trials():
+    """An int8 plan that misses the accuracy budget is retried with its fp32 fallback, but only
+    while the trial limit (and the budget) leave room: the retry is a trial like any other."""
+    int8 = Candidate("q", [Step("int8_static", {"calibration": "minmax"})], "quantization", "r")
+    results = {"q": (4.0, 1.0, 0.90), "q + fp32 fallback": (5.0, 1.2, 0.978)}
+    run_one, calls = fake_run(results)
+    recs = run_search([int8], run_one=run_one, baseline=BASE, factors=Factors(max_drop=1.0),
+                      settings=SearchSettings(max_trials=2), target_name="cpu", data_specs={})
+    assert [p.name for p in calls] == ["q", "q + fp32 fallback"]
+    assert recs[-1].meets_constraints
+    run_one, calls = fake_run(results)
+    recs = run_search([int8], run_one=run_one, baseline=BASE, factors=Factors(max_drop=1.0),
+                      settings=SearchSettings(max_trials=1), target_name="cpu", data_specs={})
+    assert [p.name for p in calls] == ["q"], "the retry must not exceed --max-trials"

@@ -273,7 +273,7 @@ def _quick_timer(monkeypatch):
 
 
 def _min_ms(model: nn.Module, shape, rounds: int = 5) -> float:
-    from advisor.measure.latency import time_inprocess
+    from advisor.measure.timer import time_inprocess
 
     x = torch.randn(shape)
     return min(time_inprocess(lambda: model(x), warmup=2, repeats=10, max_seconds=0.3).min

@@ -14,7 +14,9 @@ def analysis(example_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     model = example_dir / "resnet.pt2"
     before = model.stat().st_mtime_ns, model.stat().st_size
-    rc = main(["analyze", str(model), "--target", "cpu", "--max-drop", "1%",
+    # a 10-point budget: int8 static (0-0.3 pts in benchmarks/results/quantization.md) always
+    # qualifies, so the tests below always have a chosen plan to check
+    rc = main(["analyze", str(model), "--target", "cpu", "--max-drop", "10%",
                "--data", str(example_dir / "digits-val.pt"),
                "--test-data", str(example_dir / "digits-test.pt"),
                "--retrain", "none", "--max-trials", "4", "--out", str(out)] + FAST)
@@ -48,9 +50,7 @@ def test_retrain_none_never_trains(analysis):
 def test_chosen_plan_meets_constraints_and_is_confirmed(analysis):
     out, r = analysis
     c = r["chosen"]
-    if c is None:
-        assert r["closest"], "nothing chosen and no closest plans"
-        return
+    assert c is not None, f"no plan chosen; closest: {r['closest']}"
     assert c["meets_constraints"] and c["measured"]["speedup"] > 1.0
     assert c["accuracy_test"] is not None
     assert (out / "plan.json").is_file()
@@ -58,8 +58,7 @@ def test_chosen_plan_meets_constraints_and_is_confirmed(analysis):
 
 def test_apply_replays_plan(analysis, example_dir, tmp_path):
     out, r = analysis
-    if r["chosen"] is None:
-        pytest.skip("no plan was chosen in this run")
+    assert r["chosen"] is not None
     dest = tmp_path / "optimized"
     rc = main(["apply", str(example_dir / "resnet.pt2"), "--plan", str(out / "plan.json"),
                "--out", str(dest), "--data", str(example_dir / "digits-val.pt")])

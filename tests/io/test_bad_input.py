@@ -376,7 +376,7 @@ def test_apply_bad_plan_values_are_plan_errors(artefacts, tmp_path, capsys, no_m
 # ---- data paths in plan.json: absolute, with content hashes --------------------------------
 
 def test_plan_data_specs_are_absolute_and_hashed(tmp_path, monkeypatch):
-    from advisor.api import _data, _data_changed
+    from advisor.bundle import load_bundle as _data, data_changed as _data_changed
     from advisor.decide.plan import Plan, Step, plan_from_json
 
     monkeypatch.chdir(tmp_path)
@@ -416,7 +416,7 @@ def test_hooks_stay_as_written_and_folders_hash_their_listing(tmp_path):
 def test_apply_warns_when_the_plans_data_changed(artefacts, tmp_path, monkeypatch, capsys):
     """Replay from another directory: the plan's (absolute) data is found; changed data is a
     warning line in apply's output."""
-    from advisor.api import _data
+    from advisor.bundle import load_bundle as _data
     from advisor.decide.plan import Plan, Step
 
     work = tmp_path / "analysis"

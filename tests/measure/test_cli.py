@@ -81,3 +81,25 @@ def test_piped_output_gets_room_for_tables_unless_columns_is_set(monkeypatch, ca
     narrow = capsys.readouterr().out
     assert "runtimes" not in narrow  # the column was folded to fit 70 columns, as asked
     assert len(narrow.splitlines()) > len(wide.splitlines())
+
+
+def test_profile_command_goes_through_the_api(tiny_artifacts, one_thread_target, monkeypatch,
+                                              capsys):
+    """The CLI only parses, checks its own options and prints: `advisor.api.profile` measures."""
+    import advisor.api
+    from advisor.measure.profile import profile_model
+
+    calls = []
+
+    def spy(model, **kw):
+        calls.append((model, kw))
+        loaded = advisor.api._load(model, kw.get("arch"), kw.get("input_shape"))
+        return profile_model(loaded, kw["target"], batch_size=kw["batch_size"],
+                             runtimes=kw["runtimes"], warmup=1, repeats=3, max_seconds=0.3,
+                             progress=False, hotspot_runs=2)
+    monkeypatch.setattr(advisor.api, "profile", spy)
+    rc = main(["profile", str(tiny_artifacts["onnx"]), "--target",
+               str(one_thread_target.source_path), "--runtime", "onnxruntime"])
+    assert rc == 0, capsys.readouterr().out
+    assert len(calls) == 1 and calls[0][1]["runtimes"] == ["onnxruntime"]
+    assert calls[0][1]["target"].name == "one-thread" and calls[0][1]["progress"] is True

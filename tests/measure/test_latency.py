@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from advisor.measure.latency import (ALLOCATOR_ENV, LatencyError, measure_latency, summarise,
-                                     time_inprocess)
+from advisor.measure.latency import ALLOCATOR_ENV, LatencyError, measure_latency, summarise
+from advisor.measure.timer import time_inprocess
 from advisor.targets import load_target
 
 

@@ -62,7 +62,8 @@ def test_onnx_nodes(tmp_path):
     path = export_onnx(_conv_heavy(), tmp_path / "m.onnx", SHAPE)["path"]
     h = onnx_hotspots(path, SHAPE, threads=1, runs=5)
     _check_shares(h)
-    assert h.method == "onnxruntime-nodes" and h.kind_shares["conv"] > 0.5
+    assert h.method == "onnxruntime-modules" and h.kind_shares["conv"] > 0.5
+    assert {"0", "2", "6"} <= {r.name for r in h.layers}  # the Sequential's module names
 
 
 def test_kinds_from_names():
@@ -72,6 +73,10 @@ def test_kinds_from_names():
     assert op_kind("aten::addmm") == "linear" and op_kind("Gemm") == "linear"
     assert op_kind("MatMul") == "linear" and op_kind("aten::add") == "other"
     assert op_kind("aten::relu") == "other"
+    assert op_kind("QLinearConv") == "conv" and op_kind("QGemm") == "linear"
+    assert op_kind("MatMulInteger") == "linear" and op_kind("FusedMatMul") == "linear"
+    for op in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearAdd"):
+        assert op_kind(op) == "other", op
 
 
 def test_module_left_as_found():

@@ -47,8 +47,9 @@ def test_profile_json_has_every_required_key(both_runtimes, tiny_model):
     m = d["measurement"]
     assert m["threads"] == 1 and m["warmup"] == 2 and m["repeats"] == 8 and m["batch_size"] == 1
     assert m["env"]["OMP_NUM_THREADS"] == "1" and len(m["affinity"]) == 1
-    hs = d["hotspots"]
-    assert hs["method"] == "module-hooks"
+    hs = d["hotspots"]  # measured like a candidate: on the primary runtime, named by module
+    assert hs["method"] == "onnxruntime-modules"
+    assert {"conv1", "conv2", "fc"} <= {r["name"] for r in hs["layers"]}
     assert sum(hs["kind_shares"].values()) == pytest.approx(1.0, abs=1e-3)
     assert {"name", "kind", "ms", "share"} <= set(hs["layers"][0])
     assert d["flops_by_module"]["conv2"] == 8 * 16 * 16 * 8 * 9
@@ -120,7 +121,7 @@ def test_onnx_input_runs_on_onnxruntime_only(tiny_artifacts, one_thread_target):
     assert p.runtimes["torch"]["status"] == "skipped"
     assert p.runtimes["onnxruntime"]["status"] == "ok" and p.primary_runtime == "onnxruntime"
     assert p.flops == 8 * 16 * 16 * 3 * 9 + 8 * 16 * 16 * 8 * 9 + 8 * 10
-    assert p.hotspots.method == "onnxruntime-nodes" and p.size_source == "input ONNX file"
+    assert p.hotspots.method == "onnxruntime-modules" and p.size_source == "input ONNX file"
 
 
 def test_unknown_runtime_and_unavailable_target(tiny_model, tiny_artifacts, one_thread_target):
@@ -149,3 +150,12 @@ def test_disturbed_timings_are_flagged(entry, expected):
         assert warnings == []
     else:
         assert len(warnings) == 1 and expected in warnings[0] and warnings[0].startswith("torch")
+
+
+def test_torch_only_profile_keeps_module_hooks(tiny_model, tiny_artifacts, one_thread_target):
+    """A torch-only target is measured with hooks on the eager module (the names its .pt2
+    artefact's `program-hooks` give too)."""
+    p = profile_model(_loaded(tiny_model, tiny_artifacts["shape"]), one_thread_target,
+                      runtimes=["torch"], **FAST)
+    assert p.primary_runtime == "torch" and p.hotspots.method == "module-hooks"
+    assert {"conv1", "conv2", "fc"} <= {r.name for r in p.hotspots.layers}

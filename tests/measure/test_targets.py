@@ -147,3 +147,30 @@ def test_parse_cpuinfo_x86_and_arm():
     assert {"neon", "asimd", "dotprod", "asimddp", "i8mm"} <= set(arm["isa"])
     assert "0xd0c" in arm["cpu_model"]
     assert "avx2" not in arm["isa"]
+
+
+def test_a_target_carries_the_cpu_it_deploys_to(write_toml):
+    """arch/isa: declared in the profile, Arm by name, else this host's (one ISA detection)."""
+    from advisor.measure.host import arch_family, detect_cpu
+
+    cpu, edge = load_target("cpu"), load_target("edge-arm")
+    assert (cpu.arch, cpu.cpu_source) == (arch_family(), "host")
+    assert cpu.isa == tuple(detect_cpu()["isa"]) == tuple(detect_host()["isa"])
+    assert (edge.arch, edge.cpu_source) == ("arm", "profile")
+    board = load_target(write_toml(ONE_THREAD_TOML.replace('"one-thread"', '"my-arm-board"')))
+    assert (board.arch, board.isa, board.cpu_source) == ("arm", (), "name")
+    declared = load_target(write_toml(ONE_THREAD_TOML.replace(
+        "emulated = false", 'emulated = false\narch = "x86"\nisa = ["avx2", "avx512_vnni"]')))
+    assert (declared.arch, declared.isa, declared.cpu_source) == \
+        ("x86", ("avx2", "avx512_vnni"), "profile")
+    assert declared.to_json()["isa"] == ["avx2", "avx512_vnni"]
+
+
+@pytest.mark.parametrize("extra,field", [('arch = "riscv"', "arch"), ("arch = 3", "arch"),
+                                         ('isa = ["avx2"]', "isa"),
+                                         ('arch = "x86"\nisa = ["avx9000"]', "isa")])
+def test_a_malformed_cpu_declaration_names_the_field(write_toml, extra, field):
+    text = ONE_THREAD_TOML.replace("emulated = false", f"emulated = false\n{extra}")
+    with pytest.raises(TargetError) as e:
+        load_target(write_toml(text))
+    assert f"field {field!r}" in e.value.message

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from advisor.errors import PassError
-from advisor.passes.at_init import reinitialise, snip_masks, synflow_masks
+from advisor.passes.at_init import snip_masks, synflow_masks
+from advisor.passes.torch_common import reinitialise
 from advisor.sparse import prunable_layers
 
 from .conftest import INPUT_SHAPE, build, run_pass

@@ -43,7 +43,7 @@ def test_same_seed_same_result(digits_mlp, digits_loaders):
 
 
 def test_pass_budget_caps_epochs_and_seconds(make_ctx):
-    from advisor.passes.finetune import budget_train_config
+    from advisor.passes.torch_common import budget_train_config
 
     ctx = make_ctx("finetune", epochs=2)
     ctx.budget.seconds = 30.0

@@ -11,7 +11,8 @@ import pytest
 from advisor.errors import DataError, PassError
 from advisor.passes.base import config_from_dict, config_to_dict, get_pass
 from advisor.passes.quantize import Int8StaticConfig, choose_int8_types, int8_static
-from advisor.passes.quantize_ort import fp32_nodes_after_quantization, layer_names
+from advisor.passes.onnx_common import layer_names
+from advisor.passes.qdq import fp32_nodes_after_quantization
 
 ALL_CONFIGS = [
     ("int8_static", {}), ("int8_static", {"calibration": "percentile", "num_samples": 64,
@@ -199,3 +200,27 @@ def test_static_batch_model_gets_calibration_in_its_batch(tmp_path, make_ctx):
                       Int8StaticConfig(num_samples=33, measure_speedup=False), make_ctx())
     assert res.info["samples"] == 32  # whole batches of 2 only
     assert res.info["top1_agreement"] >= 0.9
+
+
+def test_types_follow_a_loaded_target_profile(tmp_path):
+    """`Target.arch`/`isa` reach `target_cpu`: a profile's declared CPU decides the types."""
+    from advisor.measure.host import arch_family
+    from advisor.targets import load_target
+
+    def target(extra: str):
+        path = tmp_path / "t.toml"
+        path.write_text(f'name = "board"\ndevice = "cpu"\nprecisions = ["fp32", "int8"]\n'
+                        f'{extra}\n[[runtimes]]\nname = "onnxruntime"\n')
+        return load_target(path)
+
+    old = choose_int8_types(target('arch = "x86"\nisa = ["avx2"]'))
+    assert (old["cpu_source"], old["vnni"], old["reduce_range"]) == ("target", False, True)
+    new = choose_int8_types(target('arch = "x86"\nisa = ["avx2", "avx512_vnni"]'))
+    assert (new["cpu_source"], new["vnni"], new["reduce_range"]) == ("target", True, False)
+    arm = choose_int8_types(target('arch = "arm"\nisa = ["neon", "asimddp"]'))
+    assert (arm["arch"], arm["activation"], arm["cpu_source"]) == ("arm", "int8", "target")
+    host = choose_int8_types(load_target("cpu"))
+    assert host["cpu_source"] == "host" and host["arch"] == arch_family()
+    edge = choose_int8_types(load_target("edge-arm"))  # emulated: measured on this host
+    if arch_family() != "arm":
+        assert edge["activation"] == "uint8" and "emulated" in edge["reason"]

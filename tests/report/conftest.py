@@ -44,12 +44,16 @@ def _plan(name: str, steps: list[tuple[str, dict]]) -> dict:
 
 
 def _measured(p50, size, acc, agree, *, runtime="onnxruntime", base_p50=0.425, base_size=2.80):
-    return {"runtime": runtime, "latency_ms": {"p50": p50, "p90": p50 * 1.08, "cv": 0.04},
-            "peak_memory_mb": 61.5, "accuracy": acc,
-            "agreement": {"top1_agreement": agree,
-                          "max_abs_diff": round((1 - agree) * 3 + 0.01, 4)},
-            "size_mb": size, "speedup": base_p50 / p50, "size_ratio": size / base_size,
-            **({"accuracy_drop": (0.9811 - acc) * 100} if acc is not None else {})}
+    """Figures as the search derives them (advisor.outcome): one source for every view."""
+    from advisor.outcome import derive_outcome
+
+    raw = {"latency_ms": {"p50": p50, "p90": p50 * 1.08, "cv": 0.04}, "peak_memory_mb": 61.5,
+           "accuracy": acc, "size_mb": size,
+           "agreement": {"top1_agreement": agree,
+                         "max_abs_diff": round((1 - agree) * 3 + 0.01, 4)}}
+    return derive_outcome(raw, runtime=runtime, baseline_latency={runtime: base_p50},
+                          baseline_size_mb=base_size, baseline_accuracy=0.9811,
+                          allowed_drop=1.0).to_json()
 
 
 def _cand(cid, name, steps, status="ok", measured=None, meets=False, violations=(),
@@ -108,7 +112,8 @@ def make_report() -> dict:
                  "python": "3.11.9", "os": "Linux-6.1-x86_64"},
         "factors": {"goal": "latency", "max_drop": 1.0, "max_drop_relative": None,
                     "max_latency_ms": 0.25, "max_size_mb": None, "retrain": "none",
-                    "budget_seconds": 300.0, "hardware": "edge"},
+                    "budget_seconds": 300.0, "hardware": "edge", "allowed_drop_points": 1.0},
+        "measurement": {"latency": "latency = the baseline's p50 / the paired speed-up"},
         "data": {"verified": True, "val": "digits-val.npz", "test": "digits-test.npz",
                  "train": None, "metric": "top1"},
         "baseline": {"runtime": "onnxruntime",
@@ -147,11 +152,12 @@ def make_unverified(report: dict) -> dict:
     r["baseline"]["accuracy"] = r["baseline"]["accuracy_test"] = None
     for c in r["candidates"] + [r["chosen"]]:
         if c.get("measured"):
-            c["measured"]["accuracy"] = None
-            c["measured"].pop("accuracy_drop", None)
+            c["measured"]["accuracy"] = c["measured"]["accuracy_drop"] = None
+            c["measured"]["allowed_drop"] = 2.0
     r["chosen"]["accuracy_test"] = None
     r["chosen"].pop("accuracy_drop_test")
     r["factors"]["max_drop"] = 2.0  # agreement must stay above 98%: c3 (96.2%) misses it
+    r["factors"]["allowed_drop_points"] = 2.0
     r["candidates"][2]["violations"] = ["disagrees with the original on 3.80% of inputs > 2.00"]
     return r
 
@@ -159,7 +165,7 @@ def make_unverified(report: dict) -> dict:
 def make_nothing_chosen(report: dict) -> dict:
     """A stricter run where no plan met the constraints."""
     r = copy.deepcopy(report)
-    r["factors"]["max_drop"] = 0.2
+    r["factors"]["max_drop"] = r["factors"]["allowed_drop_points"] = 0.2
     r["factors"]["max_latency_ms"] = 0.1
     for c in r["candidates"]:
         if c["status"] == "ok":

@@ -26,7 +26,7 @@ def test_markdown_has_the_tables_and_the_chosen_plan(report):
                     "## Per-layer hot spots before/after", "## Reasons", "## Warnings",
                     "## Measurement settings"):
         assert heading in md
-    assert "| id | plan | steps | status | runtime | p50 ms | speed-up |" in md
+    assert "| id | plan | steps | status | runtime | p50 ms | own p50 ms | speed-up |" in md
     rec = md.split("## Recommendation")[1].split("## Candidates")[0]
     assert "**prune 0.3 + int8 static** (c5)" in rec
     assert "`structured_prune(ratio=0.3, importance=l1)`" in rec
@@ -190,7 +190,12 @@ def test_nice_ticks_are_round_and_cover_the_range():
 
 
 def test_relative_max_drop_is_shown_in_points(report):
-    report["factors"].update(max_drop=0.0, max_drop_relative=0.02)
+    from advisor.decide.factors import make_factors
+
+    factors = make_factors(hardware="cpu", goal="latency", max_drop="2%rel", max_latency=None,
+                           max_size=None, retrain="none", budget=None, has_train_data=False)
+    report["factors"].update(max_drop=0.0, max_drop_relative=0.02,  # as analyze writes them
+                             allowed_drop_points=factors.allowed_drop_points(0.9811))
     assert view.allowed_drop(report) == pytest.approx(1.9622)
     assert view.max_drop_text(report) == "2% of the baseline (1.96 pts)"
 

@@ -19,7 +19,8 @@ def _report():
     cands.append({"id": "c3", "name": "Tucker-2 [energy=0.9]", "status": "failed",
                   "error": "export failed at [bold]node[/]"})
     return {"model": {"path": "m[1].pt2"}, "target": {"name": "cpu"},
-            "factors": {"goal": "latency", "max_drop": 1.0, "retrain": "none"},
+            "factors": {"goal": "latency", "max_drop": 1.0, "retrain": "none",
+                        "allowed_drop_points": 1.0},
             "baseline": {"runtime": "onnxruntime", "latency_ms": {"p50": 0.34}, "size_mb": 0.68,
                          "accuracy": 0.98, "accuracy_test": 0.99},
             "data": {"verified": True}, "candidates": cands,
