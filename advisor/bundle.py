@@ -128,27 +128,22 @@ def check_data_fits(loaded, b: "DataBundle") -> None:
 
 # ---- baseline -------------------------------------------------------------------------------
 
-def baseline_predict(loaded) -> Callable[[torch.Tensor], np.ndarray]:
-    if loaded.module is not None:
-        mod = loaded.module.eval()
+def baseline_predict(loaded, artifact: str | None = None,
+                     runtime: str | None = None) -> Callable[[torch.Tensor], np.ndarray]:
+    """Logits of the original model: its deployed `artifact` on `runtime` when given (measured
+    like a candidate), else the loaded module, else its ONNX file."""
+    from advisor.measure.accuracy import artifact_predictor, predictor
 
-        @torch.inference_mode()
-        def predict(x):
-            return mod(x).float().numpy()
-        return predict
-    from advisor.export import onnx_session, run_onnx
-    sess = onnx_session(loaded.onnx_path)
-    return lambda x: run_onnx(sess, x)
+    if artifact is not None and runtime is not None:
+        return artifact_predictor(artifact, runtime)
+    return predictor(loaded.module if loaded.module is not None else Path(loaded.onnx_path))
 
 
 def accuracy_of(predict, loader) -> float:
-    correct = total = 0
-    for x, y in loader:
-        correct += int((torch.from_numpy(predict(x).argmax(1)) == y).sum())
-        total += len(y)
-    if not total:
-        raise DataError("the evaluation data is empty")
-    return correct / total
+    """Top-1 accuracy of `predict` (inputs → logits) over labelled batches."""
+    from advisor.measure.accuracy import accuracy
+
+    return accuracy(predict, loader)
 
 
 def reference_inputs(data: DataBundle, input_shape, n: int = 128, seed: int = 0) -> torch.Tensor:

@@ -136,7 +136,8 @@ def _replay(loaded, plan: Plan, ctx, tgt, data_b, run, measure: dict) -> ApplyRe
          "size_stored_as": "gzip" if shipped != after_file else "file"}
     if data_b.val is not None:
         from advisor.trial import _accuracy as acc, _predictor
-        b["accuracy"] = accuracy_of(baseline_predict(loaded), data_b.val)
+        base_predict = baseline_predict(loaded, base_path, "onnxruntime")  # as measured
+        b["accuracy"] = accuracy_of(base_predict, data_b.val)
         a["accuracy"] = acc(_predictor(Path(after_file), a["runtime"]), data_b.val)
     res = ApplyResult(run.out, {k: v for k, v in files.items()
                                 if k in ("onnx", "pt2", "onnx_gz", "pt2_gz")}, b, a,
