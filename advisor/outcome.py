@@ -72,12 +72,14 @@ def derive_outcome(raw: dict, *, runtime: str, baseline_latency: dict[str, float
     paired = raw.get("paired") or None
     if paired and paired.get("speedup"):
         p50, source = same_runtime / float(paired["speedup"]), "paired"
+        # on the baseline's own runtime this is the paired ratio itself (the factor is 1.0)
+        speedup = float(paired["speedup"]) * (reference / same_runtime)
         speedup_text = (f"paired with the {runtime} baseline in one process (ratio of fastest "
                         f"calls), relative to the baseline on {best_runtime}")
     else:
         p50, source = own.get("p50"), "separate"
+        speedup = reference / p50 if p50 else None
         speedup_text = f"separate measurements, relative to the baseline on {best_runtime}"
-    speedup = reference / p50 if p50 else None
     accuracy = raw.get("accuracy")
     drop = (baseline_accuracy - accuracy) * 100 \
         if baseline_accuracy is not None and accuracy is not None else None
