@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -19,7 +19,9 @@ from advisor.decide.factors import Factors, check_search_limits, make_factors
 from advisor.decide.plan import Plan, plan_from_json
 from advisor.decide.rules import evaluate_rules, rank_candidates
 from advisor.decide.situation import PassFlags, situation_from
-from advisor.errors import PlanError, TargetError
+from advisor.deliver import (artifact_accuracy, artifact_hotspots_rows, final_paths, ship_chosen,
+                             write_outputs)
+from advisor.errors import TargetError
 from advisor.replay import ApplyResult, apply_plan  # re-exported: the public surface is here
 from advisor.session import DEFAULT_MEASURE, load_model_arg as _load, resolve_target as _target
 
@@ -146,16 +148,68 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
             _workroot: Path | None = None, _run=None) -> AnalysisResult:
     """Measure, decide, try and select compression plans for `model` on `target`.
 
-    Nothing is written into `out` until the end: the run stages its outputs and commits them
-    in one step (see `advisor.outdir`); without `out`, scratch space is a temporary directory
-    removed on every exit path.
+    Named stages, in order: inputs → baseline → decide → search → confirm → report → outputs;
+    each reads and fills one `_Analysis` record. Nothing is written into `out` until the end:
+    the run stages its outputs and commits them in one step (see `advisor.outdir`); without
+    `out`, scratch space is a temporary directory removed on every exit path.
     """
-    from advisor import __version__
-    from advisor.measure.profile import profile_model
-    from advisor.search import Baseline, SearchSettings, run_search, select
+    st = _inputs_stage(model, target=target, max_drop=max_drop, goal=goal,
+                       max_latency=max_latency, max_size=max_size, retrain=retrain, data=data,
+                       test_data=test_data, train_data=train_data, budget=budget, arch=arch,
+                       input_shape=input_shape, trust_pickle=trust_pickle,
+                       from_profile=from_profile, seed=seed, max_trials=max_trials,
+                       measure=measure, progress=progress, on_event=on_event,
+                       workroot=_workroot)
+    _baseline_stage(st)
+    _decide_stage(st)
+    _search_stage(st, executor)
+    _confirm_stage(st)
+    result = _report_stage(st, out)
+    if _run is not None:
+        _outputs_stage(st, result, _run, apply)
+    return result
 
-    t_start = time.perf_counter()
-    emit = on_event or (lambda kind, payload: None)
+
+@dataclass
+class _Analysis:
+    """What the stages of one `analyze` run hand each other (filled in stage order)."""
+
+    loaded: Any
+    tgt: Any
+    factors: Factors
+    data: Any  # advisor.bundle.DataBundle
+    measure: dict
+    workroot: Path
+    emit: Callable[[str, dict], None]
+    seed: int
+    max_trials: int
+    progress: bool
+    from_profile: Any
+    device_profile: Any
+    started: float
+    warnings: list[str] = field(default_factory=list)
+    # baseline
+    prof_json: dict = field(default_factory=dict)
+    baseline: Any = None
+    base_files: dict = field(default_factory=dict)
+    base_acc_test: float | None = None
+    predict: Any = None
+    # decide
+    passes: dict = field(default_factory=dict)
+    rule_results: list = field(default_factory=list)
+    ranked: list = field(default_factory=list)
+    rejected: list = field(default_factory=list)
+    # search and confirm
+    records: list = field(default_factory=list)
+    chosen: Any = None
+    closest: list = field(default_factory=list)
+    chosen_json: dict | None = None
+
+
+def _inputs_stage(model, *, target, max_drop, goal, max_latency, max_size, retrain, data,
+                  test_data, train_data, budget, arch, input_shape, trust_pickle, from_profile,
+                  seed, max_trials, measure, progress, on_event, workroot) -> _Analysis:
+    """Everything the user gave, checked before any measurement."""
     measure = {**DEFAULT_MEASURE, **(measure or {})}
     check_search_limits(max_trials=max_trials, measure=measure)
     # a device profile that cannot be read fails now, not after the baseline measurement
@@ -167,58 +221,77 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
                            retrain=retrain, budget=budget, has_train_data=train_data is not None)
     data_b = load_bundle(data, test_data, train_data, loaded.input_shape, seed)
     check_data_fits(loaded, data_b)  # labels the model cannot output: refused before measuring
-    warnings: list[str] = list(data_b.notes)
+    st = _Analysis(loaded, tgt, factors, data_b, measure, workroot,
+                   on_event or (lambda kind, payload: None), seed, max_trials, progress,
+                   from_profile, device_profile, time.perf_counter(), list(data_b.notes))
     if factors.retrain == "none" and train_data is not None:
-        warnings.append("--train-data was given but --retrain none: it is not used")
+        st.warnings.append("--train-data was given but --retrain none: it is not used")
+    return st
 
-    workroot = _workroot
-    emit("stage", {"name": "baseline"})
+
+def _baseline_stage(st: _Analysis) -> None:
+    """The original model measured on the target and evaluated like a candidate."""
+    from advisor.measure.profile import profile_model
+    from advisor.search import Baseline
+
+    st.emit("stage", {"name": "baseline"})
     # the baseline's exported files are kept: every candidate is timed against them
-    prof = profile_model(loaded, tgt, batch_size=1, progress=progress,
-                         workdir=workroot / "baseline", **measure)
-    prof_json = prof.to_json()
-    if device_profile is not None:
-        warnings.append(f"baseline of the device taken from {from_profile}; candidates are "
-                        "measured on this host")
-    rules_profile = device_profile.to_json() if device_profile is not None else prof_json
+    prof = profile_model(st.loaded, st.tgt, batch_size=1, progress=st.progress,
+                         workdir=st.workroot / "baseline", **st.measure)
+    st.prof_json = prof_json = prof.to_json()
+    if st.device_profile is not None:
+        st.warnings.append(f"baseline of the device taken from {st.from_profile}; candidates "
+                           "are measured on this host")
     runtimes = prof_json.get("runtimes") or {}
     latency_by_rt = {rt: v["p50"] for rt, v in runtimes.items()
                      if isinstance(v, dict) and v.get("p50")}
     if not latency_by_rt:
         latency_by_rt = {prof_json.get("runtime", "torch"): prof_json["latency_ms"]["p50"]}
-    base_files = {rt: v["artifact"] for rt, v in runtimes.items()
-                  if isinstance(v, dict) and v.get("p50") and v.get("artifact")}
-    # the baseline is evaluated like a candidate: its deployed artefact on the runtime the
-    # report compares against (the fastest), not the eager module
+    st.base_files = {rt: v["artifact"] for rt, v in runtimes.items()
+                     if isinstance(v, dict) and v.get("p50") and v.get("artifact")}
+    # evaluated like a candidate: its deployed artefact on the runtime the report compares
+    # against (the fastest), not the eager module
     base_rt = min(latency_by_rt, key=latency_by_rt.get)
-    predict = baseline_predict(loaded, base_files.get(base_rt), base_rt)
-    base_acc = accuracy_of(predict, data_b.val) if data_b.verified else None
-    base_acc_test = accuracy_of(predict, data_b.test) if data_b.test is not None else None
-    baseline = Baseline(latency_by_rt, float(prof_json["size_mb"]), base_acc, data_b.verified)
+    st.predict = baseline_predict(st.loaded, st.base_files.get(base_rt), base_rt)
+    data_b = st.data
+    base_acc = accuracy_of(st.predict, data_b.val) if data_b.verified else None
+    st.base_acc_test = accuracy_of(st.predict, data_b.test) if data_b.test is not None else None
+    st.baseline = Baseline(latency_by_rt, float(prof_json["size_mb"]), base_acc,
+                           data_b.verified)
 
-    emit("stage", {"name": "decide"})
-    passes = _registry_flags()
-    situation = situation_from(rules_profile, _target_json(tgt), _model_facts(loaded), factors,
-                               passes, has_val_data=data_b.verified,
-                               has_train_data=data_b.train is not None)
-    rule_results = evaluate_rules(situation)
-    ranked, rejected = rank_candidates(situation, rule_results)
 
-    ref_x = reference_inputs(data_b, loaded.input_shape, seed=seed)
-    ref_logits = predict(ref_x)
-    calib = calibration_loader(data_b, ref_x)
-    if data_b.train is None and data_b.val is None:
-        warnings.append("no data: int8 calibration used synthetic inputs, which may misjudge "
-                        "activation ranges; pass --data for a trustworthy calibration")
+def _decide_stage(st: _Analysis) -> None:
+    """The rule engine over the (device's, if given) profile and the four factors."""
+    st.emit("stage", {"name": "decide"})
+    st.passes = _registry_flags()
+    rules_profile = st.device_profile.to_json() if st.device_profile is not None \
+        else st.prof_json
+    situation = situation_from(rules_profile, _target_json(st.tgt), _model_facts(st.loaded),
+                               st.factors, st.passes, has_val_data=st.data.verified,
+                               has_train_data=st.data.train is not None)
+    st.rule_results = evaluate_rules(situation)
+    st.ranked, st.rejected = rank_candidates(situation, st.rule_results)
+
+
+def _search_stage(st: _Analysis, executor: str) -> None:
+    """Every ranked candidate tried in an isolated trial within the budget; then selection."""
     from advisor.executor import make_executor
     from advisor.passes.base import RetrainBudget
+    from advisor.search import SearchSettings, run_search, select
     from advisor.trial import TrialPayload, run_trial
 
+    data_b, loaded = st.data, st.loaded
+    ref_x = reference_inputs(data_b, loaded.input_shape, seed=st.seed)
+    ref_logits = st.predict(ref_x)
+    calib = calibration_loader(data_b, ref_x)
+    if data_b.train is None and data_b.val is None:
+        st.warnings.append("no data: int8 calibration used synthetic inputs, which may misjudge "
+                           "activation ranges; pass --data for a trustworthy calibration")
     # a graph-only module (ep.module()) cannot be pickled to a worker (torch limitation):
     # such trials run in this process, still isolated by exception handling
     if loaded.module is not None and not loaded.editable:
         executor = "inline"
-        warnings.append("the model is a traced graph without layers: trials run in-process")
+        st.warnings.append("the model is a traced graph without layers: trials run in-process")
     ex = make_executor(executor)
     counter = {"n": 0}
 
@@ -226,98 +299,75 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
         counter["n"] += 1
         payload = TrialPayload(
             model=loaded.module, onnx_path=str(loaded.onnx_path) if loaded.onnx_path else None,
-            input_shape=tuple(loaded.input_shape), plan=plan.to_json(), target=tgt,
-            workdir=str(workroot / f"trial{counter['n']}"), train_loader=data_b.train,
+            input_shape=tuple(loaded.input_shape), plan=plan.to_json(), target=st.tgt,
+            workdir=str(st.workroot / f"trial{counter['n']}"), train_loader=data_b.train,
             # calibrate on training inputs when given, so selection data stays unseen
             val_loader=data_b.val, calib_loader=calib,
-            budget=RetrainBudget(factors.retrain, epochs=None, seconds=train_seconds),
-            reference_inputs=ref_x, reference_logits=ref_logits, measure=measure,
-            baseline_artifacts=base_files)
+            budget=RetrainBudget(st.factors.retrain, epochs=None, seconds=train_seconds),
+            reference_inputs=ref_x, reference_logits=ref_logits, measure=st.measure,
+            baseline_artifacts=st.base_files)
         return ex.run(run_trial, payload)
 
-    emit("stage", {"name": "search", "candidates": len(ranked)})
-    settings = SearchSettings(budget_seconds=factors.budget_seconds or _default_budget(factors),
-                              max_trials=max_trials, seed=seed)
-    records = run_search(ranked, run_one=run_one, baseline=baseline, factors=factors,
-                         settings=settings, target_name=tgt.name, data_specs=data_b.specs,
-                         progress=lambda name, i, n: emit("trial", {"name": name, "i": i, "n": n}))
-    chosen, closest = select(records, factors)
-    chosen_json = None
-    if chosen is not None:
-        emit("stage", {"name": "confirm"})
-        chosen_json = chosen.to_json()
-        chosen_json["accuracy_test"] = _artifact_accuracy(chosen, data_b.test) \
-            if data_b.test is not None else None
-        chosen_json["hotspots"] = _artifact_hotspots(chosen, tuple(loaded.input_shape), tgt,
-                                                     base_files.get("onnxruntime"))
-        if chosen_json["accuracy_test"] is not None and base_acc_test is not None:
-            drop_test = (base_acc_test - chosen_json["accuracy_test"]) * 100
-            chosen_json["accuracy_drop_test"] = drop_test
-            if drop_test > factors.allowed_drop_points(base_acc_test):
-                warnings.append(f"on the held-out split the chosen plan drops {drop_test:.2f} "
-                                "points, more than allowed: validation and test disagree; "
-                                "consider more evaluation data")
+    st.emit("stage", {"name": "search", "candidates": len(st.ranked)})
+    settings = SearchSettings(
+        budget_seconds=st.factors.budget_seconds or _default_budget(st.factors),
+        max_trials=st.max_trials, seed=st.seed)
+    st.records = run_search(
+        st.ranked, run_one=run_one, baseline=st.baseline, factors=st.factors, settings=settings,
+        target_name=st.tgt.name, data_specs=data_b.specs,
+        progress=lambda name, i, n: st.emit("trial", {"name": name, "i": i, "n": n}))
+    st.chosen, st.closest = select(st.records, st.factors)
+
+
+def _confirm_stage(st: _Analysis) -> None:
+    """The chosen plan confirmed once on the held-out split; its hot spots for before/after."""
+    chosen = st.chosen
+    if chosen is None:
+        return
+    st.emit("stage", {"name": "confirm"})
+    cj = st.chosen_json = chosen.to_json()
+    cj["accuracy_test"] = artifact_accuracy(chosen, st.data.test) \
+        if st.data.test is not None else None
+    cj["hotspots"] = artifact_hotspots_rows(chosen, tuple(st.loaded.input_shape), st.tgt,
+                                        st.base_files.get("onnxruntime"))
+    if cj["accuracy_test"] is not None and st.base_acc_test is not None:
+        drop_test = (st.base_acc_test - cj["accuracy_test"]) * 100
+        cj["accuracy_drop_test"] = drop_test
+        if drop_test > st.factors.allowed_drop_points(st.base_acc_test):
+            st.warnings.append(f"on the held-out split the chosen plan drops {drop_test:.2f} "
+                               "points, more than allowed: validation and test disagree; "
+                               "consider more evaluation data")
+
+
+def _report_stage(st: _Analysis, out) -> AnalysisResult:
+    """The report (built by the report package) and the chosen plan with what it must rebuild."""
+    from advisor import __version__
     from advisor.report.build import build_report
-    report = build_report(loaded, tgt, _target_json(tgt), prof_json, device_profile, factors,
-                          data_b, baseline, base_acc_test, records, chosen_json, closest,
-                          rule_results, rejected, warnings, __version__,
-                          time.perf_counter() - t_start)
+
+    report = build_report(st.loaded, st.tgt, _target_json(st.tgt), st.prof_json,
+                          st.device_profile, st.factors, st.data, st.baseline, st.base_acc_test,
+                          st.records, st.chosen_json, st.closest, st.rule_results, st.rejected,
+                          st.warnings, __version__, time.perf_counter() - st.started)
     result = AnalysisResult(report, None, Path(out) if out else None)
-    if chosen is not None:
-        result.chosen_plan = plan_from_json(chosen.plan, passes.keys())
+    if st.chosen is not None:
+        result.chosen_plan = plan_from_json(st.chosen.plan, st.passes.keys())
         # what `advisor apply` of this plan must rebuild (checked there)
-        result.chosen_plan.expected = dict(chosen.outcome.reproduce or {})
-    if _run is not None:
-        emit("stage", {"name": "report"})
-        if apply and chosen is not None:
-            emit("stage", {"name": "apply"})
-            report["applied"] = _final_paths(_ship_chosen(chosen, _run.staging / "optimized"),
-                                             _run)
-        files = _write_outputs(result, _run.staging, records, closest, loaded)
-        for kind, path in (report.get("applied") or {}).get("files", {}).items():
-            files[f"optimized_{kind}"] = Path(path)
-        _run.commit()
-        result.files = {k: _run.final(v) for k, v in files.items()}
+        result.chosen_plan.expected = dict(st.chosen.outcome.reproduce or {})
     return result
 
 
-def _ship_chosen(chosen, out_dir: Path) -> dict:
-    """`--apply`: the chosen trial's artefact itself — the file that was timed and evaluated —
-    copied (with its gzip copy for sparse models), its sha256 checked against the measured one."""
-    import shutil
-
-    from advisor.outcome import sha256_file
-
-    src = Path(chosen.artifact)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dst = out_dir / f"model{''.join(src.suffixes[-1:])}"
-    shutil.copyfile(src, dst)
-    sha = sha256_file(dst)
-    if sha != chosen.outcome.artifact_sha256:
-        raise PlanError(f"the chosen artefact {src} changed after it was measured",
-                        "run the analysis again")
-    files = {dst.suffix.lstrip("."): str(dst)}
-    gz = src.with_name(src.name + ".gz")
-    if chosen.outcome.size_stored_as == "gzip" and gz.is_file():
-        shutil.copyfile(gz, dst.with_name(dst.name + ".gz"))
-        files[dst.suffix.lstrip(".") + "_gz"] = str(dst.with_name(dst.name + ".gz"))
-    m = chosen.measured
-    return {"out_dir": str(out_dir), "files": files, "sha256": sha,
-            "source": f"the measured artefact of {chosen.id} ({chosen.name})",
-            "after": {"runtime": m["runtime"], "p50_ms": m["latency_ms"]["p50"],
-                      "size_mb": m["size_mb"], "accuracy": m.get("accuracy")},
-            "steps": [{"pass": s["pass"], "seconds": s.get("seconds")} for s in chosen.steps]}
-
-
-def _final_paths(value, run):
-    """`value` with every staged path string replaced by where it lives after the commit."""
-    if isinstance(value, dict):
-        return {k: _final_paths(v, run) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_final_paths(v, run) for v in value]
-    if isinstance(value, str) and value.startswith(str(run.staging)):
-        return str(run.final(value))
-    return value
+def _outputs_stage(st: _Analysis, result: AnalysisResult, run, apply: bool) -> None:
+    """Reports, plans and (with --apply) the measured artefact, staged and committed at once."""
+    st.emit("stage", {"name": "report"})
+    report = result.report
+    if apply and st.chosen is not None:
+        st.emit("stage", {"name": "apply"})
+        report["applied"] = final_paths(ship_chosen(st.chosen, run.staging / "optimized"), run)
+    files = write_outputs(result, run.staging, st.records, st.closest, st.loaded)
+    for kind, path in (report.get("applied") or {}).get("files", {}).items():
+        files[f"optimized_{kind}"] = Path(path)
+    run.commit()
+    result.files = {k: run.final(v) for k, v in files.items()}
 
 
 def _default_budget(f: Factors) -> float:
@@ -329,45 +379,3 @@ def _target_json(t) -> dict:
             "sparse_kernels": list(t.sparse_kernels), "emulated": t.emulated,
             "memory_budget_mb": t.memory_budget_mb, "threads": t.threads,
             "runtimes": [r.name for r in t.runtimes]}
-
-
-def _artifact_accuracy(rec, loader) -> float | None:
-    from advisor.trial import _accuracy as acc, _predictor
-
-    if rec.artifact is None:
-        return None
-    return acc(_predictor(Path(rec.artifact), rec.runtime), loader)
-
-
-def _artifact_hotspots(rec, input_shape, tgt, reference: str | None = None) -> list[dict]:
-    """Per-layer times of the chosen artefact on its deploy runtime, named by the module each
-    node came from — the same names as the baseline's (for the before/after tables)."""
-    from advisor.measure.layers import artifact_hotspots
-    from advisor.report.build import hot_row
-
-    try:
-        rt = tgt.runtime(rec.runtime)
-        hs = artifact_hotspots(rec.artifact, rec.runtime, input_shape, threads=tgt.threads,
-                               **({"provider": rt.provider} if rt.provider else {}),
-                               reference=reference)
-        return [hot_row(r) for r in hs.to_json()["layers"]]
-    except Exception:  # hot spots are an illustration; their failure must not sink the analysis
-        return []
-
-
-def _write_outputs(result: AnalysisResult, out: Path, records, closest, loaded) -> dict[str, Path]:
-    from advisor.fileio import write_json_atomic
-    from advisor.report import write_reports
-
-    out.mkdir(parents=True, exist_ok=True)
-    files = dict(write_reports(result.report, out))
-    for r in records:  # every plan tried is kept: nothing measured is lost
-        write_json_atomic(out / "plans" / f"{r.id}.json", r.plan)
-    if result.chosen_plan is not None:
-        files["plan"] = write_json_atomic(out / "plan.json", result.chosen_plan.to_json())
-    elif closest:
-        files["closest_plan"] = write_json_atomic(out / "plan-closest.json", closest[0].plan)
-    return files
-
-
-# ---- apply -----------------------------------------------------------------------------------

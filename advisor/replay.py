@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from advisor.bundle import (DataBundle, accuracy_of, baseline_predict, calibration_loader,
                             check_data_fits, data_changed, load_bundle, reference_inputs)
 from advisor.decide.plan import Plan, load_plan
@@ -79,13 +77,12 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
                         "and needs training data", "pass --train-data FILE")
     retrain = plan.factors.get("retrain", "finetune") if any(specs[n].trains for n in needs) \
         else "none"
-    ctx = PassContext(example_inputs=(torch.zeros(loaded.input_shape),),
-                      input_shape=tuple(loaded.input_shape), train_loader=data_b.train,
-                      val_loader=data_b.val,
-                      calib_loader=calibration_loader(
-                          data_b, reference_inputs(data_b, loaded.input_shape, seed=plan.seed)),
-                      budget=RetrainBudget(retrain, seconds=retrain_seconds), target=tgt,
-                      teacher=loaded.module, seed=plan.seed, progress=progress)
+    ctx = PassContext.for_shape(
+        loaded.input_shape, budget=RetrainBudget(retrain, seconds=retrain_seconds),
+        train_loader=data_b.train, val_loader=data_b.val,
+        calib_loader=calibration_loader(
+            data_b, reference_inputs(data_b, loaded.input_shape, seed=plan.seed)),
+        target=tgt, teacher=loaded.module, seed=plan.seed, progress=progress)
     inputs = [loaded.path, plan_path, train_data, calib_data]
     with open_output(out, command="apply", inputs=inputs, writes=APPLY_OUTPUTS) as run:
         res = _replay(loaded, plan, ctx, tgt, data_b, run,

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["fingerprint", "compare", "probe_inputs", "TOLERANCE", "PROBE_SEED", "PROBE_N"]
 
@@ -28,7 +31,7 @@ PROBE_N = 4
 TOLERANCE = 1e-3  # relative to the largest |logit| on the probe inputs
 
 
-def probe_inputs(input_shape) -> "torch.Tensor":
+def probe_inputs(input_shape) -> torch.Tensor:
     import torch
 
     g = torch.Generator().manual_seed(PROBE_SEED)

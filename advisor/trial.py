@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from advisor.decide.plan import plan_from_json
-from advisor.measure.accuracy import accuracy, logits_agreement, predictor
+from advisor.measure.accuracy import accuracy, logits_agreement
 from advisor.passes.base import OnnxArtifact, PassContext, RetrainBudget, load_builtin_passes
 
 
@@ -51,11 +51,11 @@ def run_trial(p: TrialPayload) -> dict:
     if p.model is not None:
         torch.set_num_threads(max(1, getattr(p.target, "threads", None) or torch.get_num_threads()))
     workdir = Path(p.workdir)
-    ctx = PassContext(example_inputs=(torch.zeros(p.input_shape),), input_shape=p.input_shape,
-                      train_loader=p.train_loader, val_loader=p.val_loader,
-                      calib_loader=p.calib_loader or p.val_loader, budget=p.budget,
-                      target=p.target, teacher=p.model, workdir=workdir, seed=plan.seed,
-                      device=p.device, progress=p.progress)
+    ctx = PassContext.for_shape(p.input_shape, budget=p.budget, train_loader=p.train_loader,
+                                val_loader=p.val_loader,
+                                calib_loader=p.calib_loader or p.val_loader, target=p.target,
+                                teacher=p.model, workdir=workdir, seed=plan.seed,
+                                device=p.device, progress=p.progress)
     start_model = p.model if p.model is not None else \
         OnnxArtifact(Path(p.onnx_path), p.input_shape, {})
     result = run_plan(start_model, plan, ctx, workdir)

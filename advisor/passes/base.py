@@ -84,6 +84,18 @@ class PassContext:
     progress: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def for_shape(cls, input_shape, *, budget: "str | RetrainBudget" = "none",
+                  epochs: int | None = None, **fields: Any) -> "PassContext":
+        """A context whose example input is zeros of `input_shape` — how trials, `apply` and
+        tests build one; `budget` may be a kind ("none", "finetune", "full") or a RetrainBudget."""
+        import torch
+
+        if not isinstance(budget, RetrainBudget):
+            budget = RetrainBudget(budget, epochs=epochs)
+        return cls(example_inputs=(torch.zeros(tuple(input_shape)),),
+                   input_shape=tuple(input_shape), budget=budget, **fields)
+
 
 @dataclass
 class PassResult:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from advisor.examples import digits, models
-from advisor.passes.base import PassContext, RetrainBudget
+from advisor.passes.base import PassContext
 from advisor.train import TrainConfig, train
 
 RES = 16
@@ -58,9 +58,7 @@ def small_loaders(small_splits):
 @pytest.fixture
 def make_ctx(small_loaders):
     def make(teacher=None, budget="finetune", **kw):
-        base = dict(example_inputs=(torch.zeros(SHAPE),), input_shape=SHAPE,
-                    train_loader=small_loaders["train"], val_loader=small_loaders["val"],
-                    budget=RetrainBudget(budget), teacher=teacher, progress=False)
-        base.update(kw)
-        return PassContext(**base)
+        return PassContext.for_shape(SHAPE, budget=budget, teacher=teacher, progress=False,
+                                     **{"train_loader": small_loaders["train"],
+                                        "val_loader": small_loaders["val"], **kw})
     return make

@@ -31,12 +31,11 @@ def build_arch(name: str) -> nn.Module:
 
 
 def ctx(budget: str = "none", loaders=None, shape=SHAPE, epochs: int | None = None):
-    from advisor.passes.base import PassContext, RetrainBudget
+    from advisor.passes.base import PassContext
 
-    return PassContext(example_inputs=(torch.zeros(shape),), input_shape=shape,
-                       train_loader=(loaders or {}).get("train"),
-                       val_loader=(loaders or {}).get("val"),
-                       budget=RetrainBudget(budget, epochs=epochs), progress=False)
+    return PassContext.for_shape(shape, budget=budget, epochs=epochs, progress=False,
+                                 train_loader=(loaders or {}).get("train"),
+                                 val_loader=(loaders or {}).get("val"))
 
 
 def factorize(model, context=None, **config):

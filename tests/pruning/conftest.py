@@ -30,16 +30,15 @@ def build(name: str, seed: int = 0) -> torch.nn.Module:
 @pytest.fixture
 def make_ctx(digits_loaders, tmp_path):
     """`make_ctx(budget="none", train=True, epochs=None)` → a PassContext on the digits splits."""
-    from advisor.passes.base import PassContext, RetrainBudget
+    from advisor.passes.base import PassContext
 
     def make(budget: str = "none", train: bool = True, epochs: int | None = None,
              target=None, shape=INPUT_SHAPE):
-        return PassContext(example_inputs=(torch.zeros(shape),), input_shape=shape,
-                           train_loader=digits_loaders["train"] if train else None,
-                           val_loader=digits_loaders["val"],
-                           calib_loader=digits_loaders["train"],
-                           budget=RetrainBudget(budget, epochs=epochs), target=target,
-                           workdir=tmp_path / "work", progress=False)
+        return PassContext.for_shape(shape, budget=budget, epochs=epochs, target=target,
+                                     train_loader=digits_loaders["train"] if train else None,
+                                     val_loader=digits_loaders["val"],
+                                     calib_loader=digits_loaders["train"],
+                                     workdir=tmp_path / "work", progress=False)
     return make
 
 

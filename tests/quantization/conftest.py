@@ -55,10 +55,10 @@ def make_ctx(digits_loaders, tmp_path):
     from advisor.passes.base import PassContext
 
     def make(teacher=None, val=True, calib=True, target=None, workdir: Path | None = None):
-        return PassContext(example_inputs=(torch.zeros(INPUT_SHAPE),), input_shape=INPUT_SHAPE,
-                           val_loader=digits_loaders["val"] if val else None,
-                           calib_loader=digits_loaders["train"] if calib else None,
-                           teacher=teacher, target=target, workdir=workdir or tmp_path / "work")
+        return PassContext.for_shape(INPUT_SHAPE, teacher=teacher, target=target,
+                                     val_loader=digits_loaders["val"] if val else None,
+                                     calib_loader=digits_loaders["train"] if calib else None,
+                                     workdir=workdir or tmp_path / "work")
     return make
 
 
