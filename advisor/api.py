@@ -204,6 +204,7 @@ class _Analysis:
     chosen: Any = None
     closest: list = field(default_factory=list)
     chosen_json: dict | None = None
+    chosen_fingerprint: dict = field(default_factory=dict)  # what `apply` must rebuild
 
 
 def _inputs_stage(model, *, target, max_drop, goal, max_latency, max_size, retrain, data,
@@ -328,6 +329,9 @@ def _confirm_stage(st: _Analysis) -> None:
     cj = st.chosen_json = chosen.to_json()
     cj["accuracy_test"] = artifact_accuracy(chosen, st.data.test) \
         if st.data.test is not None else None
+    from advisor.reproduce import fingerprint  # of the chosen artefact only, once
+    st.chosen_fingerprint = fingerprint(chosen.artifact, chosen.runtime,
+                                        tuple(st.loaded.input_shape))
     cj["hotspots"] = artifact_hotspots_rows(chosen, tuple(st.loaded.input_shape), st.tgt,
                                         st.base_files.get("onnxruntime"))
     if cj["accuracy_test"] is not None and st.base_acc_test is not None:
@@ -352,7 +356,7 @@ def _report_stage(st: _Analysis, out) -> AnalysisResult:
     if st.chosen is not None:
         result.chosen_plan = plan_from_json(st.chosen.plan, st.passes.keys())
         # what `advisor apply` of this plan must rebuild (checked there)
-        result.chosen_plan.expected = dict(st.chosen.outcome.reproduce or {})
+        result.chosen_plan.expected = st.chosen_fingerprint
     return result
 
 

@@ -624,13 +624,12 @@ def data_fingerprint(spec) -> str | None:
     if spec is None or not isinstance(spec, (str, Path)) or is_object_spec(str(spec)):
         return None
     path = Path(str(spec)).expanduser()
+    from advisor.fileio import sha256_file
+
     h = hashlib.sha256()
     try:
         if path.is_file():
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            return h.hexdigest()
+            return sha256_file(path)
         if path.is_dir():
             h.update(b"advisor-dir-v1\n")
             for f in sorted(q for q in path.rglob("*") if q.is_file()):

@@ -15,7 +15,7 @@ def ship_chosen(chosen, out_dir: Path) -> dict:
     copied (with its gzip copy for sparse models), its sha256 checked against the measured one."""
     import shutil
 
-    from advisor.outcome import sha256_file
+    from advisor.fileio import sha256_file
 
     src = Path(chosen.artifact)
     out_dir.mkdir(parents=True, exist_ok=True)

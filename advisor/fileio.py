@@ -69,6 +69,17 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def gzip_copy(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> Path:
     """Write `src` gzip-compressed (level 9) to `dst` (default `src` + ".gz"), atomically.
 

@@ -18,10 +18,11 @@ user sees, once:
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from advisor.fileio import sha256_file
 
 __all__ = ["TrialOutcome", "derive_outcome", "sha256_file", "LATENCY_METHOD"]
 
@@ -51,13 +52,11 @@ class TrialOutcome:
     paired: dict | None = None
     artifact: str | None = None
     artifact_sha256: str | None = None
-    reproduce: dict | None = None  # reference outputs that `advisor apply` compares against
     extra: dict = field(default_factory=dict)  # other raw facts the trial reported
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         extra = d.pop("extra")
-        d.pop("reproduce")
         return {**extra, **d}
 
 
@@ -87,7 +86,7 @@ def derive_outcome(raw: dict, *, runtime: str, baseline_latency: dict[str, float
     disagreement = (1 - agreement["top1_agreement"]) * 100 if agreement else None
     size = float(raw["size_mb"])
     known = {"latency_ms", "paired", "accuracy", "agreement", "size_mb", "size_stored_as",
-             "peak_memory_mb", "runtime", "reproduce"}
+             "peak_memory_mb", "runtime"}
     return TrialOutcome(
         runtime=runtime,
         latency_ms={"p50": p50, "own_p50": own.get("p50"), "p90": own.get("p90"),
@@ -100,13 +99,4 @@ def derive_outcome(raw: dict, *, runtime: str, baseline_latency: dict[str, float
         allowed_drop=allowed_drop, agreement=agreement, disagreement=disagreement,
         paired=paired, artifact=artifact,
         artifact_sha256=sha256_file(artifact) if artifact and Path(artifact).is_file() else None,
-        reproduce=raw.get("reproduce"),
         extra={k: v for k, v in raw.items() if k not in known})
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from advisor.errors import OutputError
+from advisor.fileio import write_text_atomic
 
 __all__ = ["OutputRun", "open_output", "MANIFEST", "LOCK", "JOURNAL", "reject_input_overwrite"]
 
@@ -85,7 +86,7 @@ class OutputRun:
                                 "run_id": self.run_id, "entries": entries,
                                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
         with _signals_deferred():
-            _write_atomic(self.out / JOURNAL, json.dumps(journal, indent=2))
+            write_text_atomic(self.out / JOURNAL, json.dumps(journal, indent=2))
             _roll_forward(self.out, journal)
         self.committed = True
         return entries
@@ -222,7 +223,7 @@ def _roll_forward(out: Path, journal: dict) -> None:
     for name in journal["stale"]:
         if os.path.lexists(out / name) and name not in journal["entries"]:
             _move_to_trash(out / name, trash)
-    _write_atomic(out / MANIFEST, json.dumps(journal["manifest"], indent=2))
+    write_text_atomic(out / MANIFEST, json.dumps(journal["manifest"], indent=2))
     (out / JOURNAL).unlink(missing_ok=True)
     shutil.rmtree(trash, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
@@ -266,22 +267,6 @@ def _resolved(p: Path) -> Path:
         return p.resolve()
     except OSError:
         return p.absolute()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 @contextlib.contextmanager

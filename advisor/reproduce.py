@@ -42,7 +42,7 @@ def fingerprint(artifact: str | Path, runtime: str, input_shape, predict=None) -
     """Outputs on the probe inputs, the weights hash and the file's sha256 of `artifact`.
 
     `predict` (inputs → numpy logits) is built from the artefact when not given."""
-    from advisor.outcome import sha256_file
+    from advisor.fileio import sha256_file
 
     if predict is None:
         from advisor.measure.accuracy import artifact_predictor

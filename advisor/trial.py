@@ -122,8 +122,6 @@ def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
                                  max_seconds=min(4.0, float(p.measure.get("max_seconds", 4.0))))
         out["paired"] = paired.to_json()
     out["accuracy"] = _accuracy(predict, p.val_loader) if p.val_loader is not None else None
-    from advisor.reproduce import fingerprint  # what `advisor apply` must rebuild
-    out["reproduce"] = fingerprint(artifact, runtime, p.input_shape, predict)
     if p.reference_inputs is not None and p.reference_logits is not None:
         out["agreement"] = logits_agreement(p.reference_logits, predict(p.reference_inputs))
     return out
