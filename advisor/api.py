@@ -15,13 +15,14 @@ import torch
 
 from advisor.bundle import (accuracy_of, baseline_predict, calibration_loader, check_data_fits,
                             load_bundle, reference_inputs)
+from advisor.decide.engine import evaluate_rules, rank_candidates
 from advisor.decide.factors import Factors, check_search_limits, make_factors
 from advisor.decide.plan import Plan, plan_from_json
-from advisor.decide.rules import evaluate_rules, rank_candidates
 from advisor.decide.situation import PassFlags, situation_from
 from advisor.deliver import (artifact_accuracy, artifact_hotspots_rows, final_paths, ship_chosen,
                              write_outputs)
 from advisor.errors import TargetError
+from advisor.preprocess import as_preprocess
 from advisor.replay import ApplyResult, apply_plan  # re-exported: the public surface is here
 from advisor.session import DEFAULT_MEASURE, load_model_arg as _load, resolve_target as _target
 
@@ -29,20 +30,21 @@ __all__ = ["profile", "analyze", "apply_plan", "AnalysisResult", "ApplyResult"]
 
 
 def profile(model, *, target="cpu", arch=None, input_shape=None, trust_pickle=False,
-            batch_size: int = 1, progress: bool = True, processes: int = 3, **measure):
-    """Measure `model` on `target`; returns a `Profile` (see advisor.measure.profile).
+            batch_size: int = 1, progress: bool = True, processes: int = 3, arch_kwargs=None,
+            **measure):
+    """Measure `model` on `target`; returns a `Profile` (see advisor.measure.profile_record).
 
     Like `advisor profile`, each runtime is measured in `processes` fresh workers (p50 = median of
     their p50s). `measure`: `runtimes`, `warmup`, `repeats`, `max_seconds`, `hotspot_runs`,
     `workdir` of `profile_model`. The target is checked before the model is loaded, and the
     input at `batch_size` is checked for size before anything is measured."""
-    from advisor.data import check_input_size
+    from advisor.data_checks import check_input_size
     from advisor.measure.profile import profile_model
 
     tgt = _target(target)
     for name in measure.get("runtimes") or ():
         tgt.runtime(name)  # an unknown runtime fails before the model is loaded
-    loaded = _load(model, arch, input_shape, trust_pickle)
+    loaded = _load(model, arch, input_shape, trust_pickle, arch_kwargs)
     check_input_size(loaded.input_shape, batch_size=batch_size)
     return profile_model(loaded, tgt, batch_size=batch_size, progress=progress,
                          processes=processes, **measure)
@@ -54,7 +56,7 @@ def _device_profile(from_profile):
     """The `--from-profile` baseline, read and validated up front (a TargetError otherwise)."""
     if from_profile is None:
         return None
-    from advisor.measure.profile import Profile
+    from advisor.measure.profile_record import Profile
 
     path = Path(from_profile)
     hint = "write it with `advisor profile MODEL --target T --json FILE` (on the device)"
@@ -143,7 +145,8 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
             out: str | Path | None = None, apply: bool = False, arch: str | None = None,
             input_shape=None, trust_pickle: bool = False, from_profile: str | Path | None = None,
             executor: str = "process", seed: int = 0, max_trials: int = 20,
-            measure: dict | None = None, progress: bool = True,
+            measure: dict | None = None, progress: bool = True, arch_kwargs=None,
+            preprocess=None,
             on_event: Callable[[str, dict], None] | None = None,
             _workroot: Path | None = None, _run=None) -> AnalysisResult:
     """Measure, decide, try and select compression plans for `model` on `target`.
@@ -159,7 +162,7 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
                        input_shape=input_shape, trust_pickle=trust_pickle,
                        from_profile=from_profile, seed=seed, max_trials=max_trials,
                        measure=measure, progress=progress, on_event=on_event,
-                       workroot=_workroot)
+                       workroot=_workroot, arch_kwargs=arch_kwargs, preprocess=preprocess)
     _baseline_stage(st)
     _decide_stage(st)
     _search_stage(st, executor)
@@ -209,18 +212,20 @@ class _Analysis:
 
 def _inputs_stage(model, *, target, max_drop, goal, max_latency, max_size, retrain, data,
                   test_data, train_data, budget, arch, input_shape, trust_pickle, from_profile,
-                  seed, max_trials, measure, progress, on_event, workroot) -> _Analysis:
+                  seed, max_trials, measure, progress, on_event, workroot, arch_kwargs=None,
+                  preprocess=None) -> _Analysis:
     """Everything the user gave, checked before any measurement."""
     measure = {**DEFAULT_MEASURE, **(measure or {})}
     check_search_limits(max_trials=max_trials, measure=measure)
     # a device profile that cannot be read fails now, not after the baseline measurement
     device_profile = _device_profile(from_profile)
-    loaded = _load(model, arch, input_shape, trust_pickle)
+    loaded = _load(model, arch, input_shape, trust_pickle, arch_kwargs)
     tgt = _target(target)
     factors = make_factors(hardware="edge" if tgt.emulated else tgt.device, goal=goal,
                            max_drop=max_drop, max_latency=max_latency, max_size=max_size,
                            retrain=retrain, budget=budget, has_train_data=train_data is not None)
-    data_b = load_bundle(data, test_data, train_data, loaded.input_shape, seed)
+    data_b = load_bundle(data, test_data, train_data, loaded.input_shape, seed,
+                         preprocess=as_preprocess(preprocess))
     check_data_fits(loaded, data_b)  # labels the model cannot output: refused before measuring
     st = _Analysis(loaded, tgt, factors, data_b, measure, workroot,
                    on_event or (lambda kind, payload: None), seed, max_trials, progress,
@@ -312,7 +317,7 @@ def _search_stage(st: _Analysis, executor: str) -> None:
     st.emit("stage", {"name": "search", "candidates": len(st.ranked)})
     settings = SearchSettings(
         budget_seconds=st.factors.budget_seconds or _default_budget(st.factors),
-        max_trials=st.max_trials, seed=st.seed)
+        max_trials=st.max_trials, seed=st.seed, model=_model_section(st.loaded))
     st.records = run_search(
         st.ranked, run_one=run_one, baseline=st.baseline, factors=st.factors, settings=settings,
         target_name=st.tgt.name, data_specs=data_b.specs,
@@ -383,3 +388,9 @@ def _target_json(t) -> dict:
             "sparse_kernels": list(t.sparse_kernels), "emulated": t.emulated,
             "memory_budget_mb": t.memory_budget_mb, "threads": t.threads,
             "runtimes": [r.name for r in t.runtimes]}
+
+
+def _model_section(loaded) -> dict:
+    """plan.json's model section: the architecture the model was rebuilt from, if any."""
+    meta = loaded.metadata or {}
+    return {k: meta[k] for k in ("arch", "arch_kwargs") if meta.get(k)}

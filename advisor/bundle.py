@@ -28,6 +28,7 @@ class DataBundle:
     train: Any = None
     specs: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    preprocess: Any = None  # advisor.preprocess.Preprocess the files were read with
 
     @property
     def verified(self) -> bool:
@@ -35,15 +36,24 @@ class DataBundle:
 
 
 def load_bundle(data, test_data, train_data, input_shape, seed: int = 0,
-          split_val: bool = True) -> DataBundle:
+                split_val: bool = True, preprocess=None) -> DataBundle:
     """Loaders for val/test/train; with only `data`, it is split 50/50 (seeded) into val/test so
     that selection and the final confirmation never use the same samples (`split_val=False`:
-    `apply` replaying a plan whose analysis had separate test data uses all of `data`)."""
-    from advisor.data import load_data, split_loader
+    `apply` replaying a plan whose analysis had separate test data uses all of `data`).
 
-    b = DataBundle(specs={"val": _spec(data), "test": _spec(test_data), "train": _spec(train_data)})
+    `preprocess` (an `advisor.preprocess.Preprocess`) prepares every data file and folder the
+    same way; it is recorded in `specs["preprocess"]` (plan.json's data section) when it does
+    more than scale images to [0, 1]."""
+    from advisor.data import load_data, split_loader
+    from advisor.preprocess import Preprocess
+
+    pre = preprocess or Preprocess()
+    b = DataBundle(specs={"val": _spec(data), "test": _spec(test_data), "train": _spec(train_data)},
+                   preprocess=pre)
+    if pre.to_dict() is not None:
+        b.specs["preprocess"] = pre.to_dict()
     get = lambda s, **kw: s if not isinstance(s, (str, Path)) else \
-        load_data(str(s), input_shape=input_shape, **kw)
+        load_data(str(s), input_shape=input_shape, preprocess=pre, **kw)
     if data is not None:
         b.val = get(data, batch_size=256)
     if test_data is not None:
@@ -66,14 +76,14 @@ def load_bundle(data, test_data, train_data, input_shape, seed: int = 0,
 def _spec(x) -> str | None:
     """The spec recorded in report/plan: files and folders as absolute paths (so `apply` works
     from another directory), hooks as written, in-memory loaders as `<DataLoader>`."""
-    from advisor.data import absolute_spec
+    from advisor.data_checks import absolute_spec
 
     return None if x is None else (absolute_spec(str(x)) if isinstance(x, (str, Path))
                                    else f"<{type(x).__name__}>")
 
 
 def _fingerprint(x) -> str | None:
-    from advisor.data import data_fingerprint
+    from advisor.data_checks import data_fingerprint
 
     return data_fingerprint(str(x)) if isinstance(x, (str, Path)) else None
 
@@ -113,7 +123,7 @@ def check_data_fits(loaded, b: "DataBundle") -> None:
     """Refuse labels outside the model's classes (or negative), before any measurement: one
     forward pass on one sample gives the model's output width. (Non-finite inputs are refused
     when the data is read, in advisor.data.)"""
-    from advisor.data import check_labels
+    from advisor.data_checks import check_labels
 
     split = b.test is not None and b.specs.get("test") is None  # val/test: halves of --data
     loaders = {"--data": [b.val, b.test] if split else b.val,

@@ -113,7 +113,9 @@ def _build(factory: Callable[..., Any], kwargs: dict, spec: str) -> nn.Module:
     except Exception as e:
         raise ModelLoadError(f"calling {spec}({_kwargs_text(kwargs)}) failed: "
                              f"{type(e).__name__}: {_first_line(e)}",
-                             "the factory must build the model without required arguments") from e
+                             "check --arch-kwargs against the factory's parameters" if kwargs
+                             else "the factory must build the model without required arguments; "
+                             "pass its arguments with --arch-kwargs") from e
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{spec} returned a {type(module).__name__}, not an nn.Module",
                              "name a function or class that returns an nn.Module")

@@ -70,21 +70,31 @@ def model_summary(loaded: LoadedModel) -> dict:
 # ---- entry point ----------------------------------------------------------------------------
 
 def load_model(spec: str, *, arch: str | None = None, input_shape: tuple | str | None = None,
-               trust_pickle: bool = False) -> LoadedModel:
+               trust_pickle: bool = False, arch_kwargs: dict | str | None = None) -> LoadedModel:
     """Load `spec` (a file or 'pkg.module:factory'), resolve its input shape and check that one
     forward pass with zeros of that shape runs.
+
+    `arch_kwargs` (a dict, or its JSON text as `--arch-kwargs` gives it; JSON literals only) are
+    the keyword arguments of the architecture factory: `spec` itself when it is
+    `pkg.module:factory`, else `--arch`. They are recorded in `metadata["arch_kwargs"]`.
 
     An explicit `input_shape` wins over the one recorded in the artefact (the examples are
     fully convolutional, so a 32x32 model can be measured at 224x224).
     """
     spec = str(spec)
     shape = _normalise_shape(input_shape)
+    kwargs = parse_arch_kwargs(arch_kwargs)
     if is_object_spec(spec):
-        loaded = _load_factory_spec(spec)
+        loaded = _load_factory_spec(spec, kwargs or {})
     else:
         path = _existing_file(spec)
         fmt = detect_format(path)
-        loaded = _LOADERS[fmt](path, arch=arch, trust_pickle=trust_pickle, input_shape=shape)
+        if kwargs is not None and not arch and fmt != "pt2":
+            raise ModelLoadError("--arch-kwargs needs --arch (the factory they are passed to)",
+                                 "e.g. --arch torchvision.models:resnet18 --arch-kwargs "
+                                 "'{\"num_classes\": 10}'")
+        loaded = _LOADERS[fmt](path, arch=arch, trust_pickle=trust_pickle, input_shape=shape,
+                               arch_kwargs=kwargs)
         if arch and loaded.format not in ("pt2", "state_dict"):
             loaded.metadata.setdefault("notes", []).append(
                 f"--arch is ignored for {loaded.format} models")
@@ -116,14 +126,34 @@ def _existing_file(spec: str) -> Path:
                              "the save was probably interrupted: save or copy the model again")
     return path
 
-def _load_factory_spec(spec: str) -> LoadedModel:
-    module = _build(import_factory(spec), {}, spec)
+def _load_factory_spec(spec: str, kwargs: dict) -> LoadedModel:
+    module = _build(import_factory(spec), kwargs, spec)
     default = None
     if spec in FACTORY_ALLOWLIST:
         from advisor.examples.build import INPUT_SHAPE
         default = INPUT_SHAPE
-    return LoadedModel(None, "factory", module, None, default, {"arch": spec},
-                       _has_layers(module))
+    meta = {"arch": spec, **({"arch_kwargs": dict(kwargs)} if kwargs else {})}
+    return LoadedModel(None, "factory", module, None, default, meta, _has_layers(module))
+
+
+def parse_arch_kwargs(value: dict | str | None) -> dict | None:
+    """`--arch-kwargs` as a dict: a JSON object of literals (numbers, strings, booleans, null,
+    lists, objects) — never code. None stays None (the factory's defaults)."""
+    import json
+
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ModelLoadError(f"--arch-kwargs is not valid JSON ({e.msg} at column "
+                                 f"{e.colno}): {value[:80]}",
+                                 "give a JSON object, e.g. '{\"num_classes\": 10}'") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ModelLoadError(f"--arch-kwargs must be a JSON object of keyword arguments, got "
+                             f"{type(value).__name__}", "e.g. '{\"num_classes\": 10}'")
+    return value
 
 
 _LOADERS: dict[str, Callable[..., LoadedModel]] = {

@@ -3,6 +3,8 @@ TorchScript archives and ONNX files. Each returns a `LoadedModel`; `advisor.mode
 picks one by the detected format. (`.pt2`: `advisor.model_pt2`.)"""
 from __future__ import annotations
 
+import json
+
 import math
 import pickle
 import re
@@ -20,7 +22,8 @@ from advisor.quiet import quiet
 
 __all__ = ["load_torch_save", "load_torchscript", "load_onnx"]
 
-def load_torch_save(path: Path, *, arch, trust_pickle, input_shape) -> LoadedModel:
+def load_torch_save(path: Path, *, arch, trust_pickle, input_shape, arch_kwargs=None
+                    ) -> LoadedModel:
     obj = _torch_load(path, trust_pickle)
     if isinstance(obj, dict) and isinstance(obj.get("model"), nn.Module):
         obj = obj["model"]  # torch.save({"model": model, ...}), a common checkpoint layout
@@ -35,9 +38,12 @@ def load_torch_save(path: Path, *, arch, trust_pickle, input_shape) -> LoadedMod
                              "needed to use it",
                              "pass --arch pkg.module:factory (a function that builds the model), "
                              f"or save the model as .pt2: {PT2_HINT}")
-    module = _build(import_factory(arch), {}, arch)
-    _load_weights(module, state, f"{path} does not fit --arch {arch}")
-    return LoadedModel(path, "state_dict", module, None, None, {"arch": arch},
+    kwargs = dict(arch_kwargs or {})
+    module = _build(import_factory(arch), kwargs, arch)
+    _load_weights(module, state, f"{path} does not fit --arch {arch}"
+                  + (f" with --arch-kwargs {json.dumps(kwargs)}" if kwargs else ""))
+    return LoadedModel(path, "state_dict", module, None, None,
+                       {"arch": arch, **({"arch_kwargs": kwargs} if kwargs else {})},
                        _has_layers(module))
 
 def _torch_load(path: Path, trust_pickle: bool) -> Any:
@@ -99,7 +105,8 @@ def _is_tensor_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
-def load_torchscript(path: Path, *, arch, trust_pickle, input_shape) -> LoadedModel:
+def load_torchscript(path: Path, *, arch, trust_pickle, input_shape, arch_kwargs=None
+                     ) -> LoadedModel:
     extra = {META_FILE: ""}  # advisor.export.save_torchscript records the input shape here
     try:
         with quiet(stdout=False):
@@ -111,7 +118,7 @@ def load_torchscript(path: Path, *, arch, trust_pickle, input_shape) -> LoadedMo
     shape = _recorded_shape(meta, path, input_shape)
     return LoadedModel(path, "torchscript", module.eval(), None, shape, meta, False)
 
-def load_onnx(path: Path, *, arch, trust_pickle, input_shape) -> LoadedModel:
+def load_onnx(path: Path, *, arch, trust_pickle, input_shape, arch_kwargs=None) -> LoadedModel:
     import onnx
 
     try:

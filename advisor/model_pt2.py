@@ -19,7 +19,7 @@ from advisor.quiet import quiet
 
 __all__ = ["load_pt2"]
 
-def load_pt2(path: Path, *, arch, trust_pickle, input_shape) -> LoadedModel:
+def load_pt2(path: Path, *, arch, trust_pickle, input_shape, arch_kwargs=None) -> LoadedModel:
     source: Any = str(path)  # trusted: torch reads the file as it is
     if not trust_pickle:
         scan = scan_pt2(path)
@@ -48,12 +48,18 @@ def load_pt2(path: Path, *, arch, trust_pickle, input_shape) -> LoadedModel:
             "it was not imported (pass --arch with it to rebuild an editable module if you "
             "trust it)")
     if spec:
-        kwargs = (meta.get("arch_kwargs") or {}) if spec == meta.get("arch") else {}
+        # explicit --arch-kwargs win; else the file's own, when it names this architecture
+        kwargs = arch_kwargs if arch_kwargs is not None else \
+            ((meta.get("arch_kwargs") or {}) if spec == meta.get("arch") else {})
         module = _rebuild_from_ep(ep, spec, kwargs, shape or input_shape, strict=bool(arch),
                                   path=path, notes=meta.setdefault("notes", []))
         if module is not None:
             loaded.module, loaded.editable = module, _has_layers(module)
             meta["arch"] = spec
+            if kwargs:
+                meta["arch_kwargs"] = dict(kwargs)
+            else:
+                meta.pop("arch_kwargs", None)
             return loaded
     loaded.module = _graph_module(ep)
     return loaded

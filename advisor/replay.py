@@ -36,7 +36,8 @@ class ApplyResult:
 def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str | None = None,
                train_data=None, calib_data=None, arch=None, input_shape=None,
                trust_pickle=False, measure: dict | None = None, progress: bool = True,
-               retrain_seconds: float | None = None, allow_imports=()) -> ApplyResult:
+               retrain_seconds: float | None = None, allow_imports=(), arch_kwargs=None,
+               preprocess=None) -> ApplyResult:
     """Replay `plan` on the original model (seeded), write model.onnx (+ model.pt2), re-measure.
 
     A plan *file* is untrusted input: any `pkg.module:name` it names (a student architecture, a
@@ -44,8 +45,11 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
     given here explicitly (`arch`, the data arguments, `allow_imports`) are accepted.
 
     Data the plan needs (training for fine-tuning/KD, calibration for int8) defaults to the data
-    specs recorded in the plan; pass them explicitly to override.
+    specs recorded in the plan, read with the preprocessing recorded there; pass them explicitly
+    to override. The architecture's keyword arguments recorded in the plan are used when `arch`
+    is the plan's architecture (`arch_kwargs` overrides them); the plan never imports it.
     """
+    from advisor.preprocess import Preprocess, as_preprocess
     from advisor.passes.base import PassContext, RetrainBudget, load_builtin_passes
     from advisor.outdir import open_output, reject_input_overwrite
 
@@ -53,11 +57,13 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
     plan_path = None if isinstance(plan, Plan) else plan
     # refuse before loading anything when an input is one of the files apply writes
     reject_input_overwrite(out, [model, plan_path, train_data, calib_data], APPLY_OUTPUTS)
-    loaded = load_model_arg(model, arch, input_shape, trust_pickle)
     if not isinstance(plan, Plan):
         plan = load_plan(plan, load_builtin_passes().keys())
         _check_plan_imports(plan, {arch, train_data, calib_data, *allow_imports})
-    from advisor.passes.base import check_plan_configs
+    if arch_kwargs is None and arch and arch == (plan.model or {}).get("arch"):
+        arch_kwargs = plan.model.get("arch_kwargs")
+    loaded = load_model_arg(model, arch, input_shape, trust_pickle, arch_kwargs)
+    from advisor.passes.config import check_plan_configs
     check_plan_configs(plan.steps, load_builtin_passes(), source=str(plan_path or "plan"))
     tgt = resolve_target(target or plan.target)
     from_plan = {"train": plan.data.get("train") if train_data is None else None,
@@ -65,8 +71,10 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
     train_data = train_data if train_data is not None else plan.data.get("train")
     calib_data = calib_data if calib_data is not None else plan.data.get("val")
     # the validation split as analyze made it: halved unless analyze had separate test data
+    pre = as_preprocess(preprocess) if preprocess is not None else \
+        Preprocess.from_dict(plan.data.get("preprocess"), where=str(plan_path or "plan"))
     data_b = load_bundle(calib_data, None, train_data, loaded.input_shape, plan.seed,
-                   split_val=plan.data.get("test") is None) \
+                         split_val=plan.data.get("test") is None, preprocess=pre) \
         if (calib_data or train_data) else DataBundle()
     check_data_fits(loaded, data_b)
     data_notes = data_changed(plan, from_plan)
@@ -110,7 +118,8 @@ def _replay(loaded, plan: Plan, ctx, tgt, data_b, run, measure: dict) -> ApplyRe
         start = OnnxArtifact(Path(loaded.onnx_path), tuple(loaded.input_shape), {})
     result = run_plan(start, plan, ctx, work / "plan")
     files = write_artifacts(result, run.staging, tuple(loaded.input_shape),
-                            {"plan": plan.name, "source": str(loaded.path)})
+                            {"plan": plan.name, "source": str(loaded.path),
+                             **_source_arch(loaded)})
     base_path = work / "baseline.onnx"
     if loaded.module is not None:
         export_onnx(loaded.module, base_path, tuple(loaded.input_shape))
@@ -175,3 +184,13 @@ def _check_plan_imports(plan: Plan, allowed) -> None:
             raise PlanError(f"the plan's {where} names code to import and run: {spec!r}; a plan "
                             "file is not trusted to do that",
                             f"if you trust it, pass --allow-import {spec}")
+
+
+def _source_arch(loaded) -> dict:
+    """The original's architecture, for the .pt2 metadata of what apply writes: recorded as the
+    *source* (a pruned or factorized model no longer fits the factory itself)."""
+    meta = loaded.metadata or {}
+    out = {"source_arch": meta["arch"]} if meta.get("arch") else {}
+    if meta.get("arch_kwargs"):
+        out["source_arch_kwargs"] = meta["arch_kwargs"]
+    return out

@@ -17,8 +17,8 @@ from torch import nn
 
 from advisor.decide.plan import Plan
 from advisor.errors import PassError, PlanError
-from advisor.passes.base import (OnnxArtifact, PassContext, config_from_dict, config_to_dict,
-                                 get_pass)
+from advisor.passes.base import OnnxArtifact, PassContext, get_pass
+from advisor.passes.config import config_from_dict, config_to_dict
 
 
 @dataclass

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from advisor.decide.candidate import Candidate
 from advisor.decide.factors import Factors
 from advisor.decide.plan import Plan, Step
-from advisor.decide.rules import Candidate
 
 @dataclass
 class SearchSettings:
@@ -28,6 +28,7 @@ class SearchSettings:
     max_trials: int = 12
     train_epochs: int = 6  # per training step, capped by the time left
     seed: int = 0
+    model: dict = field(default_factory=dict)  # plan.json's model section: arch, arch_kwargs
 
 
 @dataclass
@@ -67,9 +68,16 @@ class TrialRecord:
                 "seconds": self.seconds, "runtime": self.runtime}
 
 
-def make_plan(c: Candidate, factors: Factors, target: str, seed: int, data: dict) -> Plan:
-    return Plan(name=c.name, steps=copy.deepcopy(c.steps), factors=factors.to_json(),
-                target=target, seed=seed, data=data)
+def make_plan(c: Candidate, factors: Factors, target: str, seed: int, data: dict,
+              model: dict | None = None) -> Plan:
+    """The candidate as a plan; each step records its pass's config version."""
+    from advisor.passes.base import load_builtin_passes
+    from advisor.passes.config import stamp_config_versions
+
+    steps = copy.deepcopy(c.steps)
+    stamp_config_versions(steps, load_builtin_passes())
+    return Plan(name=c.name, steps=steps, factors=factors.to_json(),
+                target=target, seed=seed, data=data, model=dict(model or {}))
 
 
 def variants(c: Candidate) -> list[tuple[str, list[Step], Any]]:
@@ -137,11 +145,23 @@ def _annotate(rec: TrialRecord, result: dict, baseline: Baseline, factors: Facto
         allowed_drop=factors.allowed_drop_points(baseline.accuracy),
         artifact=result.get("artifact"))
     rec.measured, rec.steps = rec.outcome.to_json(), result.get("steps", [])
+    pin_replay_configs(rec.plan, rec.steps)
     rec.artifact, rec.runtime = result.get("artifact"), rt
     if result.get("note"):
         rec.reasons.append(result["note"])
     rec.violations = check_constraints(rec, baseline, factors)
     rec.meets_constraints = not rec.violations
+
+
+def pin_replay_configs(plan_json: dict, steps: list[dict]) -> None:
+    """Write into the trial's plan the config each step reports as the one that replays it
+    exactly (`info["replay_config"]`): a run shaped by this machine — ranks chosen by measured
+    latency, training cut by a time limit — is then rebuilt by `advisor apply` as it was
+    measured, not re-decided on the replaying machine."""
+    for step_json, ran in zip(plan_json.get("steps") or [], steps):
+        pinned = (ran.get("info") or {}).get("replay_config")
+        if isinstance(pinned, dict) and step_json.get("pass") == ran.get("pass"):
+            step_json["config"] = pinned
 
 
 def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | None], dict],
@@ -171,7 +191,8 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             if len(records) >= settings.max_trials or (left is not None and left <= 0):
                 rec = TrialRecord(f"c{len(records) + 1}", name, c.rule, c.family,
                                   make_plan(Candidate(name, steps, c.family, c.rule), factors,
-                                            target_name, settings.seed, data_specs).to_json(),
+                                            target_name, settings.seed, data_specs,
+                                            settings.model).to_json(),
                                   _predicted(c), status="skipped",
                                   error=(f"the trial limit ({settings.max_trials}) was reached"
                                          if len(records) >= settings.max_trials else
@@ -180,7 +201,7 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                 done += 1
                 continue
             plan = make_plan(Candidate(name, steps, c.family, c.rule), factors, target_name,
-                             settings.seed, data_specs)
+                             settings.seed, data_specs, settings.model)
             rec = TrialRecord(f"c{len(records) + 1}", name, c.rule, c.family, plan.to_json(),
                               _predicted(c), reasons=[c.note] if c.note else [])
             if progress:
@@ -218,7 +239,7 @@ def _spec(pass_name: str):
 
 def _monotonic_direction(c: Candidate) -> str | None:
     """"increasing"/"decreasing" when c's knob is declared monotonic by its pass's config."""
-    from advisor.passes.base import knob_direction
+    from advisor.passes.config import knob_direction
 
     if not c.knob:
         return None
@@ -247,7 +268,7 @@ def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_
         new_steps[i].config[budget_field] = factors.allowed_drop_points(baseline.accuracy)
         name = f"{rec.name} + fp32 fallback"
         plan = make_plan(Candidate(name, new_steps, c.family, c.rule), factors, target_name,
-                         settings.seed, data_specs)
+                         settings.seed, data_specs, settings.model)
         fb = TrialRecord(f"c{index}", name, c.rule, c.family, plan.to_json(), _predicted(c),
                          reasons=[f"{st.pass_name} missed the accuracy budget: the most "
                                   "sensitive layers are kept in fp32 until it fits"])

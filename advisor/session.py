@@ -11,12 +11,12 @@ __all__ = ["DEFAULT_MEASURE", "load_model_arg", "resolve_target"]
 DEFAULT_MEASURE = {"warmup": 10, "repeats": 100, "max_seconds": 6.0}
 
 
-def load_model_arg(model, arch=None, input_shape=None, trust_pickle=False):
+def load_model_arg(model, arch=None, input_shape=None, trust_pickle=False, arch_kwargs=None):
     from advisor.model_io import LoadedModel, load_model
 
     if isinstance(model, LoadedModel):
         return model
-    from advisor.data import check_input_size
+    from advisor.data_checks import check_input_size
     check_input_size(input_shape)  # an absurd --input-shape fails before anything allocates it
     if isinstance(model, torch.nn.Module):
         if input_shape is None:
@@ -25,7 +25,8 @@ def load_model_arg(model, arch=None, input_shape=None, trust_pickle=False):
                                        else input_shape))
         return LoadedModel(path=None, format="module", module=model.eval(), onnx_path=None,
                            input_shape=shape, metadata={}, editable=True)
-    return load_model(str(model), arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    return load_model(str(model), arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
+                      arch_kwargs=arch_kwargs)
 
 
 def resolve_target(target):

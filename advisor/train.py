@@ -32,13 +32,16 @@ class TrainConfig:
     early_stop_patience: int | None = None  # epochs without val improvement
     restore_best: bool = True  # keep the weights of the best validation epoch
     label_smoothing: float = 0.0
+    # stop after this many epochs while the schedule still spans `epochs`: how a run that a time
+    # limit stopped is replayed exactly (the learning rate follows the same curve)
+    stop_after_epochs: int | None = None
 
 
 @dataclass
 class TrainReport:
     epochs_run: int = 0
     seconds: float = 0.0
-    stopped_by: str = "epochs"  # epochs | time | early_stop
+    stopped_by: str = "epochs"  # epochs | time | early_stop | pinned (stop_after_epochs)
     history: list[dict] = field(default_factory=list)  # per epoch: loss, val_acc, lr
     best_val_accuracy: float | None = None
 
@@ -155,6 +158,9 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
             advance(entry)
             if config.early_stop_patience is not None and bad_epochs >= config.early_stop_patience:
                 report.stopped_by = "early_stop"
+                break
+            if config.stop_after_epochs is not None and epoch + 1 >= config.stop_after_epochs:
+                report.stopped_by = "pinned" if epoch + 1 < config.epochs else "epochs"
                 break
             if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
                 report.stopped_by = "time"

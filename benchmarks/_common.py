@@ -54,7 +54,8 @@ RUNTIMES = ("torch", "onnxruntime")
 
 def run_pass(name: str, model, ctx, **config):
     """Apply a registered pass with a config given as keyword arguments."""
-    from advisor.passes.base import config_from_dict, get_pass
+    from advisor.passes.base import get_pass
+    from advisor.passes.config import config_from_dict
 
     spec = get_pass(name)
     return spec.apply(model, config_from_dict(spec.config_cls, config), ctx)

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 from advisor.examples import digits  # noqa: E402
 from advisor.examples.build import EXAMPLES, INPUT_SHAPE, train_example  # noqa: E402
 from advisor.passes.base import PassContext, RetrainBudget, get_pass  # noqa: E402
-from advisor.passes.distill import DistillConfig, DistillStudentConfig, build_student  # noqa: E402
+from advisor.passes.distill import DistillConfig, DistillStudentConfig  # noqa: E402
+from advisor.passes.kd_students import build_student  # noqa: E402
 from advisor.passes.structured import count_flops  # noqa: E402
 from advisor.train import TrainConfig, evaluate, train  # noqa: E402
 from benchmarks._common import record  # noqa: E402

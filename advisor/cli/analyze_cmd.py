@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from advisor.cli import app
-from advisor.cli.options import (ArchOpt, FromProfileOpt, InputShapeOpt, MaxTrialsOpt,
-                                 RepeatsOpt, TargetOpt, TrustPickleOpt)
+from advisor.cli.options import (ArchKwargsOpt, ArchOpt, CropOpt, FromProfileOpt, InputShapeOpt,
+                                 MaxTrialsOpt, MeanOpt, PreprocessOpt, RepeatsOpt, ResizeOpt,
+                                 StdOpt, TargetOpt, TrustPickleOpt, preprocess_arg)
 
 
 @app.command("analyze")
@@ -27,6 +28,12 @@ def analyze_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write report.md/.html/.json and plan.json here.")] = None,
     apply: Annotated[bool, typer.Option("--apply", help="Also write the optimized model (needs --out).")] = False,
     arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    preprocess: PreprocessOpt = None,
+    resize: ResizeOpt = None,
+    crop: CropOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     input_shape: InputShapeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     from_profile: FromProfileOpt = None,
@@ -45,7 +52,9 @@ def analyze_cmd(
         result = analyze(model, target=target, max_drop=max_drop, goal=goal,
                          max_latency=max_latency, max_size=max_size, retrain=retrain, data=data,
                          test_data=test_data, train_data=train_data, budget=budget, out=out,
-                         apply=apply, arch=arch, input_shape=input_shape,
+                         apply=apply, arch=arch, arch_kwargs=arch_kwargs,
+                         preprocess=preprocess_arg(preprocess, resize, crop, mean, std),
+                         input_shape=input_shape,
                          trust_pickle=trust_pickle, from_profile=from_profile,
                          executor="inline" if inline else "process", max_trials=max_trials,
                          measure={"repeats": repeats}, progress=False, on_event=rep.event)

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from advisor.cli import app
-from advisor.cli.options import ArchOpt, InputShapeOpt, TrustPickleOpt
+from advisor.cli.options import (ArchKwargsOpt, ArchOpt, CropOpt, InputShapeOpt, MeanOpt,
+                                 PreprocessOpt, ResizeOpt, StdOpt, TrustPickleOpt, preprocess_arg)
 
 
 @app.command("apply")
@@ -19,6 +20,12 @@ def apply_cmd(
     train_data: Annotated[Optional[str], typer.Option("--train-data", help="Training data (default: as recorded in the plan).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Calibration/validation data (default: as recorded in the plan).")] = None,
     arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    preprocess: PreprocessOpt = None,
+    resize: ResizeOpt = None,
+    crop: CropOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     input_shape: InputShapeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     allow_import: Annotated[Optional[list[str]], typer.Option(
@@ -34,7 +41,9 @@ def apply_cmd(
     console = stdout_console()
     with console.status("applying the plan and re-measuring..."):
         res = apply_plan(model, plan, out=out, target=target, train_data=train_data,
-                         calib_data=data, arch=arch, input_shape=input_shape,
+                         calib_data=data, arch=arch, arch_kwargs=arch_kwargs,
+                         preprocess=preprocess_arg(preprocess, resize, crop, mean, std),
+                         input_shape=input_shape,
                          trust_pickle=trust_pickle, progress=False,
                          allow_imports=tuple(allow_import or ()))
     t = Table(title=f"advisor apply: {plan}")

@@ -22,26 +22,38 @@ def example_cmd(
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Training epochs per model (default: tuned per model).")] = None,
     models: Annotated[str, typer.Option("--models", help="Comma-separated example models: resnet, mobilenet, vgg, concatnet, mlp.")] = DEFAULT_MODELS,
     force: Annotated[bool, typer.Option("--force", help="Overwrite example files already in --out.")] = False,
+    zoo: Annotated[bool, typer.Option("--zoo", help="Instead: torchvision resnet18 and mobilenet_v2 (num_classes=10) trained on digits (needs torchvision: scripts/install.sh vision).")] = False,
 ) -> None:
     """Train example models on scikit-learn's digits and write .pt2 models plus data splits."""
     from advisor.cli.render import stdout_console
 
-    from advisor.examples.build import write_examples
-
-    names = _model_names(models)
-    _refuse_overwrite(out, names, force)
     console = stdout_console()
-    console.print(f"training {', '.join(names)} on digits (32x32, 3 channels) → {out}",
-                  soft_wrap=True, highlight=False)
-    results = write_examples(out, names=names, epochs=epochs, progress=True)
+    if zoo:
+        from advisor.examples.zoo import ZOO_EXAMPLES, require_torchvision, write_zoo_examples
+
+        require_torchvision()
+        names = tuple(ZOO_EXAMPLES)
+        _refuse_overwrite(out, names, force)
+        console.print(f"training {', '.join(names)} (torchvision, num_classes=10) on digits "
+                      f"(32x32, 3 channels) → {out}", soft_wrap=True, highlight=False)
+        results = write_zoo_examples(out, names=names, epochs=epochs, progress=True)
+    else:
+        from advisor.examples.build import write_examples
+
+        names = _model_names(models)
+        _refuse_overwrite(out, names, force)
+        console.print(f"training {', '.join(names)} on digits (32x32, 3 channels) → {out}",
+                      soft_wrap=True, highlight=False)
+        results = write_examples(out, names=names, epochs=epochs, progress=True)
     console.print(_table(results, out))
     data = {s: out / f"digits-{s}.pt" for s in ("train", "val", "test")}
     console.print(f"data: {data['train']}, {data['val']}, {data['test']}", soft_wrap=True,
                   highlight=False)
     first = out / f"{names[0]}.pt2"
+    arch = f" --arch {results[0].arch}" if zoo else ""
     console.print("next:", highlight=False)
-    for command in (f"advisor profile {first} --target cpu",
-                    f"advisor analyze {first} --target cpu --data {data['val']} "
+    for command in (f"advisor profile {first}{arch} --target cpu",
+                    f"advisor analyze {first}{arch} --target cpu --data {data['val']} "
                     f"--test-data {data['test']}"):
         console.print(f"  {command}", soft_wrap=True, highlight=False, markup=False)
 

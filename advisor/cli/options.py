@@ -33,3 +33,25 @@ RuntimeOpt = Annotated[Optional[list[str]], typer.Option(
 MaxTrialsOpt = Annotated[int, typer.Option(
     "--max-trials", min=1, help="At most this many candidate trials (the --budget time limit "
                                 "applies too).")]
+ArchKwargsOpt = Annotated[Optional[str], typer.Option(
+    "--arch-kwargs", help="Keyword arguments of the --arch factory (or of a pkg.module:factory "
+                          "model) as a JSON object of literals, e.g. '{\"num_classes\": 10}'.")]
+PreprocessOpt = Annotated[Optional[str], typer.Option(
+    "--preprocess", help="Image preprocessing preset: imagenet (resize 256, center crop 224, "
+                         "ImageNet mean/std) or none. --resize/--crop/--mean/--std override it.")]
+ResizeOpt = Annotated[Optional[int], typer.Option(
+    "--resize", min=1, help="Resize images so the shorter side is N pixels (bilinear, antialiased).")]
+CropOpt = Annotated[Optional[int], typer.Option("--crop", min=1, help="Center crop N×N pixels after resizing.")]
+MeanOpt = Annotated[Optional[str], typer.Option(
+    "--mean", help="Per-channel mean subtracted after scaling to [0, 1], e.g. 0.485,0.456,0.406.")]
+StdOpt = Annotated[Optional[str], typer.Option(
+    "--std", help="Per-channel std divided by after the mean, e.g. 0.229,0.224,0.225.")]
+
+
+def preprocess_arg(preprocess, resize, crop, mean, std):
+    """The command line's preprocessing options as one `Preprocess` (None: none given)."""
+    if all(v is None for v in (preprocess, resize, crop, mean, std)):
+        return None
+    from advisor.preprocess import preprocess_from_options
+
+    return preprocess_from_options(preprocess, resize=resize, crop=crop, mean=mean, std=std)

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 
 from advisor.cli import app
-from advisor.cli.options import (ArchOpt, BatchSizeOpt, InputShapeOpt, JsonOutOpt, MaxSecondsOpt,
+from advisor.cli.options import (ArchKwargsOpt, ArchOpt, BatchSizeOpt, InputShapeOpt, JsonOutOpt,
+                                 MaxSecondsOpt,
                                  ProcessesOpt, RepeatsOpt, RuntimeOpt, TargetOpt, TrustPickleOpt, WarmupOpt)
 
 
@@ -24,6 +25,7 @@ def profile_cmd(
     batch_size: BatchSizeOpt = 1,
     input_shape: InputShapeOpt = None,
     arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
     trust_pickle: TrustPickleOpt = False,
     repeats: RepeatsOpt = 100,
     warmup: WarmupOpt = 10,
@@ -49,14 +51,14 @@ def profile_cmd(
                           "pass the file to `advisor analyze --from-profile`")
     for name in runtime or ():
         tgt.runtime(name)
-    from advisor.data import check_input_size
+    from advisor.data_checks import check_input_size
     if json_out is not None:  # a profile that cannot be written fails now, not after measuring
         from advisor.fileio import check_writable_file
         check_writable_file(Path(json_out), what="--json")
     check_input_size(input_shape, batch_size=batch_size)  # before the loader allocates it
     # loads the model, checks its input at this batch size, then measures
-    prof = profile(model, target=tgt, arch=arch, input_shape=input_shape,
-                   trust_pickle=trust_pickle, batch_size=batch_size, runtimes=runtime,
+    prof = profile(model, target=tgt, arch=arch, arch_kwargs=arch_kwargs,
+                   input_shape=input_shape, trust_pickle=trust_pickle, batch_size=batch_size, runtimes=runtime,
                    warmup=warmup, repeats=repeats, max_seconds=max_seconds, processes=processes,
                    progress=True)
     console = stdout_console()

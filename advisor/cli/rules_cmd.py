@@ -11,7 +11,7 @@ def rules_cmd() -> None:
 
     from advisor.cli.render import stdout_console
 
-    from advisor.decide.rules import rule_table
+    from advisor.decide.engine import rule_table
 
     t = Table(title="advisor rules (pure functions of the four factors and the measured profile)")
     t.add_column("rule", style="bold")

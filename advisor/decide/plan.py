@@ -2,6 +2,9 @@
 
 plan.json is schema-versioned; loading checks the version and that every step names a pass in
 the registry (an allowlist) — a plan file can never make advisor import or call anything else.
+Each step also records the version of its pass's config class (`config_version`; absent in older
+plans, which reads as 1); whether the registered class can read it is checked against the
+registry by `advisor.passes.config.check_plan_configs`.
 Pure Python: the registry check is done by the caller passing the known pass names.
 """
 from __future__ import annotations
@@ -22,9 +25,11 @@ PLAN_KIND = "advisor-plan"
 class Step:
     pass_name: str
     config: dict[str, Any] = field(default_factory=dict)
+    config_version: int = 1  # the pass's CONFIG_VERSION the config was written for
 
     def to_json(self) -> dict:
-        return {"pass": self.pass_name, "config": self.config}
+        return {"pass": self.pass_name, "config": self.config,
+                "config_version": self.config_version}
 
 
 @dataclass
@@ -35,6 +40,9 @@ class Plan:
     target: str = "cpu"
     seed: int = 0
     data: dict[str, Any] = field(default_factory=dict)  # data specs used (train/calib), for replay
+    # the original model's architecture: {"arch": "pkg.module:factory", "arch_kwargs": {...}};
+    # `apply --arch` with the same factory uses these kwargs (the plan itself never imports it)
+    model: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     # what `analyze` measured for this plan (artefact sha256, outputs on probe inputs): `apply`
     # checks that its replay reproduced it (see advisor.reproduce)
@@ -48,7 +56,7 @@ class Plan:
         return {"schema_version": PLAN_SCHEMA_VERSION, "kind": PLAN_KIND, "name": self.name,
                 "steps": [s.to_json() for s in self.steps], "factors": self.factors,
                 "target": self.target, "seed": self.seed, "data": self.data,
-                "created": self.created, **({"expected": self.expected} if self.expected else {})}
+                **({"model": self.model} if self.model else {}), "created": self.created, **({"expected": self.expected} if self.expected else {})}
 
 
 def plan_from_json(data: Any, known_passes: Iterable[str], source: str = "plan") -> Plan:
@@ -80,7 +88,11 @@ def plan_from_json(data: Any, known_passes: Iterable[str], source: str = "plan")
         if not isinstance(config, dict):
             raise PlanError(f"{source}: step {i + 1} ({s['pass']}): 'config' must be an object "
                             f"{{field: value}}, got {_kind(config)}")
-        steps.append(Step(s["pass"], dict(config)))
+        version = 1 if s.get("config_version") is None else s["config_version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise PlanError(f"{source}: step {i + 1} ({s['pass']}): 'config_version' must be an "
+                            f"integer >= 1, got {_kind(version)}")
+        steps.append(Step(s["pass"], dict(config), version))
     name = _field(data, "name", str, "plan", source)
     factors = _field(data, "factors", dict, {}, source)
     target = _field(data, "target", str, "cpu", source)
@@ -89,10 +101,13 @@ def plan_from_json(data: Any, known_passes: Iterable[str], source: str = "plan")
         raise PlanError(f"{source}: 'seed' must be a non-negative integer, got {seed!r}")
     plan_data = _field(data, "data", dict, {}, source)
     _check_data(plan_data, source)
+    model = _field(data, "model", dict, {}, source)
+    _check_model(model, source)
     created = _field(data, "created", str, "", source)
     expected = _field(data, "expected", dict, {}, source)
     return Plan(name=name, steps=steps, factors=dict(factors), target=target, seed=seed,
-                data=dict(plan_data), created=created, expected=dict(expected))
+                data=dict(plan_data), model=dict(model), created=created,
+                expected=dict(expected))
 
 
 def _kind(value: Any) -> str:
@@ -121,7 +136,10 @@ DATA_ROLES = ("val", "test", "train")
 
 def _check_data(d: dict, source: str) -> None:
     for k, v in d.items():
-        if k == "sha256":
+        if k == "preprocess":  # read by advisor.preprocess.Preprocess.from_dict
+            if v is not None and not isinstance(v, dict):
+                raise PlanError(f"{source}: 'data.preprocess' must be an object, got {_kind(v)}")
+        elif k == "sha256":
             if not isinstance(v, dict) or not all(isinstance(h, (str, type(None)))
                                                   for h in v.values()):
                 raise PlanError(f"{source}: 'data.sha256' must map data roles to hex digests, "
@@ -129,6 +147,15 @@ def _check_data(d: dict, source: str) -> None:
         elif v is not None and not isinstance(v, str):
             raise PlanError(f"{source}: 'data.{k}' must be a data spec (a path or "
                             f"pkg.module:function) or null, got {_kind(v)}")
+
+
+def _check_model(m: dict, source: str) -> None:
+    if m.get("arch") is not None and not isinstance(m["arch"], str):
+        raise PlanError(f"{source}: 'model.arch' must be a pkg.module:factory string, got "
+                        f"{_kind(m['arch'])}")
+    if m.get("arch_kwargs") is not None and not isinstance(m["arch_kwargs"], dict):
+        raise PlanError(f"{source}: 'model.arch_kwargs' must be an object, got "
+                        f"{_kind(m['arch_kwargs'])}")
 
 
 def load_plan(path: str | Path, known_passes: Iterable[str]) -> Plan:

@@ -1,12 +1,11 @@
-"""The rule engine: the lecture's four factors + a measured profile → ranked candidate plans.
+"""The rule table: the lecture's four factors + a measured profile → reasons and candidates.
 
 Each rule is a small named function `(Situation) -> RuleResult | None` that explains itself in
-plain words and cites the lecture or the measurement it relies on; `@rule(offers=...)` names the
+plain words and cites the lecture or the measurement it relies on; `@rule(offers=...)` registers
+it in `RULES` (in the order defined here, which is the order the engine runs them) and names the
 passes its candidates may use. Rules only propose chains whose passes are registered (a
-technique that has not been built is simply not offered), and `registry_defaults` offers any
-registered pass no rule offers, with its default config, when its flags fit the factors — so new
-passes are picked up without changing the engine. What the engine knows of a pass (whether it
-trains, which config field is its tunable knob) comes from its `PassFlags`, never from a list here.
+technique that has not been built is simply not offered). Running, filtering and ranking them is
+`advisor.decide.engine`; the shared pieces of their candidates are in `advisor.decide.rule_parts`.
 
 Predictions (speed-up, size ratio) are rough priors used for ranking only; the search measures
 every candidate on the target and the report shows predicted vs measured.
@@ -14,42 +13,13 @@ Pure Python: no torch import.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
+from advisor.decide.candidate import Candidate, RuleResult
 from advisor.decide.plan import Step
+from advisor.decide.rule_parts import (INT8_TAIL, LECTURE, RECOVERY, channel_multiple, int8_tail,
+                                       knob_for, may_train, over_memory, recovery_steps)
 from advisor.decide.situation import Situation
-
-LECTURE = "model compression 101 (lecture)"
-
-
-@dataclass
-class Candidate:
-    name: str
-    steps: list[Step]
-    family: str
-    rule: str
-    predicted_speedup: float | None = None
-    predicted_size_ratio: float | None = None
-    accuracy_risk: float = 0.0  # rough expected drop in points before recovery
-    note: str = ""
-    knob: dict[str, Any] | None = None  # {"step": i, "field": name, "values": [...]} tuned by measurement
-    score: float = 0.0
-    trains: bool = False  # a step trains (set by evaluate_rules from the pass flags)
-
-
-@dataclass
-class RuleResult:
-    rule: str
-    verdict: str  # recommend | consider | avoid | info
-    text: str
-    cites: str | None = None
-    candidates: list[Candidate] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {"rule": self.rule, "verdict": self.verdict, "text": self.text, "cites": self.cites,
-                "candidates": [c.name for c in self.candidates]}
-
 
 RuleFn = Callable[[Situation], "RuleResult | None"]
 RULES: list[RuleFn] = []
@@ -70,55 +40,6 @@ def offered_by_rules() -> frozenset[str]:
     return frozenset().union(*(getattr(fn, "offers", ()) for fn in RULES))
 
 
-def _knob(s: Situation, pass_name: str, step: int, values: list[Any]) -> dict[str, Any] | None:
-    """Tune `pass_name`'s declared knob (its `PassFlags.knob`) over `values`, mild → aggressive;
-    None when the pass declares no knob."""
-    flags = s.passes.get(pass_name)
-    if flags is None or flags.knob is None:
-        return None
-    return {"step": step, "field": flags.knob, "values": list(values)}
-
-
-def _trains(s: Situation) -> bool:
-    return s.factors.retrain in ("finetune", "full") and s.has_train_data
-
-
-_RECOVERY = ("finetune", "distill")  # what _recovery_steps may add
-_INT8_TAIL = ("int8_static",)  # what _int8_tail may add
-
-
-def _recovery_steps(s: Situation) -> list[Step]:
-    """Recovery after a lossy structural change: fine-tuning, else distillation from the original.
-
-    Measured on the digits ResNet after 50% pruning, 5 epochs (benchmarks/results/distillation.md):
-    fine-tune 99.30%, feature/relation KD 98.75%, response KD 97.91% at default settings — with
-    all labels available, KD did not beat plain fine-tuning, so fine-tuning comes first.
-    """
-    if s.has("finetune"):
-        return [Step("finetune", {})]
-    if s.has("distill"):
-        return [Step("distill", {"kind": "feature"})]
-    return []
-
-
-def _channel_multiple(s: Situation) -> int:
-    """Channel counts that the target's conv kernels run at full speed.
-
-    ONNX Runtime's x86 conv kernels work on channel blocks (16 floats with AVX-512, 8 with
-    AVX2); other counts take a slower path. Measured on this AVX-512 host (ResNet example, 50%
-    of channels pruned, ONNX Runtime): free counts 1.97x faster than the original, counts
-    rounded to 16: 3.76x; MobileNet: 0.53x (slower than unpruned!) vs 1.67x.
-    """
-    return 16 if any(f.startswith("avx512") for f in s.isa) else 8
-
-
-def _int8_tail(s: Situation) -> list[Step]:
-    """Quantize last ("compress first, then quantize") where the target runs int8."""
-    if "int8" in s.precisions and s.has("int8_static") and s.device == "cpu":
-        return [Step("int8_static", {"calibration": "minmax"})]
-    return []
-
-
 # ---- target-driven rules ------------------------------------------------------------------
 
 @rule(offers=("int8_static",))
@@ -131,7 +52,7 @@ def int8_static_on_cpu(s: Situation) -> RuleResult | None:
     c = Candidate("int8 static", [Step("int8_static", {"calibration": "minmax"})], "quantization",
                   "int8_static_on_cpu", speed, 0.27, 0.3,
                   "ONNX Runtime QDQ, per-channel weights, calibrated activations",
-                  knob=_knob(s, "int8_static", 0, ["minmax", "entropy", "percentile"]))
+                  knob=knob_for(s, "int8_static", 0, ["minmax", "entropy", "percentile"]))
     return RuleResult("int8_static_on_cpu", "recommend",
                       f"The target runs int8 on the CPU ({isa}); static int8 with calibration "
                       "quantizes convolutions and linear layers with real int8 kernels in ONNX "
@@ -186,7 +107,7 @@ def half_precision_on_gpu(s: Situation) -> RuleResult | None:
 
 # ---- goal-driven rules --------------------------------------------------------------------
 
-@rule(offers=("prune_structured", *_RECOVERY, *_INT8_TAIL))
+@rule(offers=("prune_structured", *RECOVERY, *INT8_TAIL))
 def structured_pruning_for_latency(s: Situation) -> RuleResult | None:
     """Latency goal + retraining: structured pruning (BN-scale/L1), KD recovery, then int8."""
     if not s.has("prune_structured") or s.is_onnx:
@@ -195,30 +116,30 @@ def structured_pruning_for_latency(s: Situation) -> RuleResult | None:
         return RuleResult("structured_pruning_for_latency", "info",
                           "Structured pruning needs the model's layers (an eager module); this file "
                           "holds only a traced graph. Pass --arch pkg.module:factory to enable it.")
-    if s.factors.goal == "size" and not _trains(s):
+    if s.factors.goal == "size" and not may_train(s):
         return None
-    if not _trains(s):
+    if not may_train(s):
         return RuleResult("structured_pruning_for_latency", "avoid",
                           "Structured pruning removes whole channels, so it really cuts FLOPs and "
                           "latency on ordinary kernels — but without retraining (--retrain none) "
                           "the accuracy loss of a useful ratio rarely fits a tight budget.",
                           f"{LECTURE}: pruning (structured; on a trained model, then fine-tune)")
     criterion = "bn_scale" if s.has_batchnorm else "l1"
-    multiple = _channel_multiple(s)
+    multiple = channel_multiple(s)
     steps = [Step("prune_structured", {"criterion": criterion, "scope": "global", "ratio": 0.5,
                                        "round_to": multiple})]
-    steps += _recovery_steps(s)
+    steps += recovery_steps(s)
     c1 = Candidate(f"prune {criterion} + recover", steps, "pruning",
                    "structured_pruning_for_latency", 2.5, 0.3, 1.0,
                    "channels physically removed (DepGraph keeps residual/concat couplings)",
-                   knob=_knob(s, "prune_structured", 0, [0.3, 0.5, 0.7]))
+                   knob=knob_for(s, "prune_structured", 0, [0.3, 0.5, 0.7]))
     cands = [c1]
-    tail = _int8_tail(s)
+    tail = int8_tail(s)
     if tail:
         cands.append(Candidate(f"prune {criterion} + recover + int8", steps + tail, "pruning",
                                "structured_pruning_for_latency", 5.0, 0.08, 1.3,
                                "compress first, then quantize",
-                               knob=_knob(s, "prune_structured", 0, [0.3, 0.5, 0.7])))
+                               knob=knob_for(s, "prune_structured", 0, [0.3, 0.5, 0.7])))
     crit_text = ("BatchNorm scaling factors rank channels (network slimming)" if s.has_batchnorm
                  else "L1 magnitude ranks filters")
     crit_text += (f"; channel counts are kept multiples of {multiple}, which the target's conv "
@@ -231,7 +152,7 @@ def structured_pruning_for_latency(s: Situation) -> RuleResult | None:
                       cands)
 
 
-@rule(offers=("factorize", *_RECOVERY, *_INT8_TAIL))
+@rule(offers=("factorize", *RECOVERY, *INT8_TAIL))
 def tucker_for_conv_heavy(s: Situation) -> RuleResult | None:
     """Conv-dominated with kxk convs: Tucker-2 (VBMF ranks), recover if allowed."""
     if not s.has("factorize") or s.is_onnx or not s.editable or s.spatial_convs == 0:
@@ -241,13 +162,13 @@ def tucker_for_conv_heavy(s: Situation) -> RuleResult | None:
                           f"Convolutions take only {s.conv_share:.0%} of the time; factorizing "
                           "them cannot speed up much.", f"{LECTURE}: weight factorization")
     cands = []
-    if _trains(s):
-        steps = [Step("factorize", {"method": "vbmf", "rank_multiple": _channel_multiple(s)})] \
-            + _recovery_steps(s)
+    if may_train(s):
+        steps = [Step("factorize", {"method": "vbmf", "rank_multiple": channel_multiple(s)})] \
+            + recovery_steps(s)
         cands.append(Candidate("Tucker-2 (VBMF) + recover", steps, "factorization",
                                "tucker_for_conv_heavy", 1.6, 0.5, 1.5,
                                "ranks chosen by VBMF as in Kim et al. 2015"))
-        tail = _int8_tail(s)
+        tail = int8_tail(s)
         if tail:
             cands.append(Candidate("Tucker-2 + recover + int8", steps + tail, "factorization",
                                    "tucker_for_conv_heavy", 3.5, 0.15, 1.8,
@@ -256,7 +177,7 @@ def tucker_for_conv_heavy(s: Situation) -> RuleResult | None:
                                                             {"method": "energy", "energy": 0.99})],
                            "factorization", "tucker_for_conv_heavy", 1.2, 0.8, 0.3,
                            "conservative ranks: little accuracy lost without retraining",
-                           knob=_knob(s, "factorize", 0, [0.99, 0.95])))
+                           knob=knob_for(s, "factorize", 0, [0.99, 0.95])))
     return RuleResult("tucker_for_conv_heavy", "consider",
                       f"{s.spatial_convs} kxk convolutions take {s.conv_share:.0%} of the time: "
                       "Tucker-2 splits each into 1x1 -> small kxk -> 1x1, replacing a layer only "
@@ -266,11 +187,11 @@ def tucker_for_conv_heavy(s: Situation) -> RuleResult | None:
 
 
 @rule(offers=("weight_only_int8", "prune_unstructured", "prune_unstructured_iterative",
-                *_RECOVERY))
+                *RECOVERY))
 def size_goal(s: Situation) -> RuleResult | None:
     """Size goal or memory over budget: weight-only int8, unstructured sparsity + compressed storage."""
     if s.factors.goal not in ("size", "balanced") and s.factors.max_size_mb is None and \
-            not _over_memory(s):
+            not over_memory(s):
         return None
     cands = []
     if s.has("weight_only_int8"):
@@ -278,16 +199,16 @@ def size_goal(s: Situation) -> RuleResult | None:
                                "size_goal", 1.0, 0.27, 0.2,
                                "int8 weights on disk, fp32 compute"))
     if s.has("prune_unstructured") and not s.is_onnx:
-        sparsity = 0.8 if _trains(s) else 0.5
+        sparsity = 0.8 if may_train(s) else 0.5
         steps = [Step("prune_unstructured", {"sparsity": sparsity, "scope": "global"})]
-        if _trains(s):
-            steps += _recovery_steps(s)
+        if may_train(s):
+            steps += recovery_steps(s)
         cands.append(Candidate(f"unstructured {int(sparsity * 100)}% (compressed)", steps,
                                "sparsity", "size_goal", 1.0, 0.45 if sparsity >= 0.8 else 0.7,
                                1.0, "smaller when stored compressed; no speed-up on dense kernels",
-                               knob=_knob(s, "prune_unstructured", 0,
-                                          [0.5, 0.8, 0.9] if _trains(s) else [0.3, 0.5])))
-    if s.has("prune_unstructured_iterative") and not s.is_onnx and _trains(s) and \
+                               knob=knob_for(s, "prune_unstructured", 0,
+                                          [0.5, 0.8, 0.9] if may_train(s) else [0.3, 0.5])))
+    if s.has("prune_unstructured_iterative") and not s.is_onnx and may_train(s) and \
             s.has_train_data:
         cands.append(Candidate("iterative 90% + lr rewinding (compressed)",
                                [Step("prune_unstructured_iterative",
@@ -306,7 +227,7 @@ def size_goal(s: Situation) -> RuleResult | None:
                       cands)
 
 
-@rule(offers=("prune_unstructured", *_RECOVERY))
+@rule(offers=("prune_unstructured", *RECOVERY))
 def sparse_kernels_on_target(s: Situation) -> RuleResult | None:
     """No sparse kernels: sparsity never speeds up; CSR linear where the target has it."""
     if not s.sparse_kernels:
@@ -315,10 +236,10 @@ def sparse_kernels_on_target(s: Situation) -> RuleResult | None:
                           "the stored model smaller, never faster.",
                           f"{LECTURE}: unstructured pruning needs sparse software/hardware support")
     if "csr-linear" in s.sparse_kernels and s.linear_share >= 0.5 and \
-            s.has("prune_unstructured") and _trains(s):
+            s.has("prune_unstructured") and may_train(s):
         c = Candidate("unstructured 90% + CSR linear",
                       [Step("prune_unstructured", {"sparsity": 0.9, "scope": "global",
-                                                   "csr_linear": True})] + _recovery_steps(s),
+                                                   "csr_linear": True})] + recovery_steps(s),
                       "sparsity", "sparse_kernels_on_target", 2.0, 0.4, 1.5,
                       "CSR execution of highly sparse Linear layers (torch runtime only)")
         return RuleResult("sparse_kernels_on_target", "consider",
@@ -366,7 +287,7 @@ def latency_requirement(s: Situation) -> RuleResult | None:
         return RuleResult("latency_requirement", "info",
                           f"The model already meets --max-latency ({s.latency_ms:.2f} ms <= "
                           f"{s.factors.max_latency_ms:g} ms).")
-    hint = "" if need < 2.5 or _trains(s) else \
+    hint = "" if need < 2.5 or may_train(s) else \
         " Beyond ~2.5x usually needs structural changes and retraining (--retrain finetune)."
     return RuleResult("latency_requirement", "info",
                       f"--max-latency needs a {need:.1f}x speed-up ({s.latency_ms:.2f} -> "
@@ -376,7 +297,7 @@ def latency_requirement(s: Situation) -> RuleResult | None:
 @rule
 def memory_budget(s: Situation) -> RuleResult | None:
     """Peak memory over the target's budget favours size reduction."""
-    if not _over_memory(s):
+    if not over_memory(s):
         return None
     return RuleResult("memory_budget", "info",
                       f"Peak memory {s.peak_memory_mb:.0f} MB exceeds the target's budget of "
@@ -403,103 +324,3 @@ def accuracy_unverified(s: Situation) -> RuleResult | None:
                       "No evaluation data was given: accuracy is unverified; candidates are "
                       "compared by agreement with the original model instead (top-1 agreement "
                       "and max logit difference on synthetic inputs). Pass --data to verify.")
-
-
-def _over_memory(s: Situation) -> bool:
-    return bool(s.memory_budget_mb and s.peak_memory_mb and s.peak_memory_mb > s.memory_budget_mb)
-
-
-# ---- the generic fallback and the ranking ---------------------------------------------------
-
-def registry_defaults(s: Situation) -> RuleResult | None:
-    """Offer any registered pass that no rule above knows, if its flags fit the factors."""
-    cands = []
-    known = offered_by_rules()
-    for name, flags in sorted(s.passes.items()):
-        if name in known or s.device not in flags.devices:
-            continue
-        if s.is_onnx and flags.stage != "onnx":
-            continue
-        cands.append(Candidate(name, [Step(name, {})], flags.family, "registry_defaults",
-                               note="registered technique with its default settings"))
-    if not cands:
-        return None
-    return RuleResult("registry_defaults", "consider",
-                      "Further registered techniques, tried with their default settings.",
-                      None, cands)
-
-
-def _allowed(c: Candidate, s: Situation) -> str | None:
-    """Why a candidate is not allowed by the factors (None = allowed)."""
-    for step in c.steps:
-        f = s.passes.get(step.pass_name)
-        if f is None:
-            return f"pass {step.pass_name} is not available"
-        if f.trains and s.factors.retrain == "none":
-            return f"{step.pass_name} trains, and --retrain none"
-        if f.needs_full_retrain and s.factors.retrain != "full":
-            return f"{step.pass_name} trains from scratch (needs --retrain full)"
-        if (f.trains or f.needs_labels) and not s.has_train_data:
-            return f"{step.pass_name} needs --train-data"
-        if s.device not in f.devices:
-            return f"{step.pass_name} does not run on {s.device}"
-        if s.is_onnx and f.stage != "onnx":
-            return f"{step.pass_name} needs a PyTorch model (the input is ONNX)"
-    return None
-
-
-def _score(c: Candidate, s: Situation) -> float:
-    speed = c.predicted_speedup or 1.0
-    size = c.predicted_size_ratio or 1.0
-    goal = s.factors.goal
-    gain = {"latency": speed, "size": 1.0 / size,
-            "balanced": (speed * (1.0 / size)) ** 0.5}[goal]
-    risk = max(0.0, c.accuracy_risk - s.factors.max_drop)
-    return gain / (1.0 + risk)
-
-
-def evaluate_rules(s: Situation) -> list[RuleResult]:
-    """Run every rule (and the registry fallback); the reasons list of the report."""
-    results = [r for r in (fn(s) for fn in RULES) if r is not None]
-    extra = registry_defaults(s)
-    if extra:
-        results.append(extra)
-    for r in results:
-        for c in r.candidates:
-            c.trains = any(s.passes[st.pass_name].trains for st in c.steps
-                           if st.pass_name in s.passes)
-    return results
-
-
-def rank_candidates(s: Situation, results: list[RuleResult] | None = None
-                    ) -> tuple[list[Candidate], list[tuple[Candidate, str]]]:
-    """Ranked allowed candidates, and the rejected ones with the reason."""
-    results = results if results is not None else evaluate_rules(s)
-    allowed, rejected, seen = [], [], set()
-    for r in results:
-        if r.verdict == "avoid":
-            continue
-        for c in r.candidates:
-            key = tuple((st.pass_name, tuple(sorted(st.config.items()))) for st in c.steps)
-            if key in seen:
-                continue
-            seen.add(key)
-            why = _allowed(c, s)
-            if why:
-                rejected.append((c, why))
-                continue
-            c.score = _score(c, s) * (1.0 if r.verdict == "recommend" else 0.8)
-            allowed.append(c)
-    allowed.sort(key=lambda c: -c.score)
-    return allowed, rejected
-
-
-def rule_table() -> list[dict[str, str]]:
-    """Name and first docstring/summary line of every rule, for `advisor rules`."""
-    rows = []
-    for fn in RULES + [registry_defaults]:
-        doc = (fn.__doc__ or "").strip().splitlines()
-        rows.append({"rule": fn.__name__, "summary": doc[0] if doc else ""})
-    return rows
-
-

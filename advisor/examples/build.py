@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from advisor.examples import digits, models
+from advisor.examples import digits
 from advisor.train import TrainConfig, evaluate, train
 
 # name: (factory kwargs, epochs, lr). Tuned so `advisor example` writes all three in about 40 s on
@@ -42,16 +42,27 @@ def train_example(name: str, splits: dict | None = None, epochs: int | None = No
                   seed: int = 0, progress: bool = False) -> TrainedExample:
     """Build example `name` and train it on the digits train split (AdamW + OneCycle)."""
     kwargs, default_epochs, lr = EXAMPLES.get(name, ({}, 8, 5e-3))
+    return train_on_digits(name, f"advisor.examples.models:{name}", kwargs,
+                           epochs or default_epochs, lr, splits, seed, progress)
+
+
+def train_on_digits(name: str, arch: str, kwargs: dict, epochs: int, lr: float,
+                    splits: dict | None = None, seed: int = 0,
+                    progress: bool = False) -> TrainedExample:
+    """`arch(**kwargs)` (a pkg.module:factory spec) trained on the digits train split, with its
+    validation and test accuracy: the built-in examples and `example --zoo` alike."""
+    from advisor.model_common import import_factory
+
     splits = splits or digits.load_digits_splits()
     torch.manual_seed(seed)
-    model = models.FACTORIES[name](**kwargs)
+    model = import_factory(arch)(**kwargs)
     start = time.perf_counter()
     train(model, digits.loader(splits["train"], 64, shuffle=True, seed=seed),
-          TrainConfig(epochs=epochs or default_epochs, lr=lr, seed=seed),
+          TrainConfig(epochs=epochs, lr=lr, seed=seed),
           val_loader=digits.loader(splits["val"], 256), progress=progress,
           description=f"training {name}")
     seconds = time.perf_counter() - start
-    return TrainedExample(name, model.eval(), f"advisor.examples.models:{name}", kwargs,
+    return TrainedExample(name, model.eval(), arch, kwargs,
                           evaluate(model, digits.loader(splits["val"], 256)),
                           evaluate(model, digits.loader(splits["test"], 256)), seconds)
 
@@ -59,21 +70,33 @@ def train_example(name: str, splits: dict | None = None, epochs: int | None = No
 def write_examples(out_dir: str | Path, names: tuple[str, ...] = tuple(EXAMPLES),
                    epochs: int | None = None, progress: bool = True) -> list[TrainedExample]:
     """Train every example and write models + data splits into `out_dir`."""
-    from advisor.export import save_pt2
-    from advisor.fileio import atomic_path
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    splits = write_splits(out)
+    results = []
+    for name in names:
+        results.append(save_example(train_example(name, splits, epochs=epochs,
+                                                  progress=progress), out))
+    return results
+
+
+def save_example(ex: TrainedExample, out: Path) -> TrainedExample:
+    """Write `out/<name>.pt2` recording the architecture, its kwargs and the accuracies."""
+    from advisor.export import save_pt2
+
+    save_pt2(ex.model, out / f"{ex.name}.pt2", INPUT_SHAPE, {
+        "arch": ex.arch, "arch_kwargs": ex.arch_kwargs, "num_classes": 10,
+        "dataset": "sklearn digits, 32x32, 3 channels",
+        "accuracy": {"val": ex.val_accuracy, "test": ex.test_accuracy}})
+    return ex
+
+
+def write_splits(out: Path) -> dict:
+    """Write `digits-{train,val,test}.pt` into `out` (atomically); returns the splits."""
+    from advisor.fileio import atomic_path
+
     splits = digits.load_digits_splits()
     for split_name, split in splits.items():
         with atomic_path(out / f"digits-{split_name}.pt") as tmp:
             torch.save({"inputs": split.inputs, "labels": split.labels}, tmp)
-    results = []
-    for name in names:
-        ex = train_example(name, splits, epochs=epochs, progress=progress)
-        save_pt2(ex.model, out / f"{name}.pt2", INPUT_SHAPE, {
-            "arch": ex.arch, "arch_kwargs": ex.arch_kwargs, "num_classes": 10,
-            "dataset": "sklearn digits, 32x32, 3 channels",
-            "accuracy": {"val": ex.val_accuracy, "test": ex.test_accuracy}})
-        results.append(ex)
-    return results
+    return splits

@@ -31,13 +31,9 @@ combined) KD. Feature- or relation-only KD without labels has no output-level si
 refused. Labels < 0 are treated as "unlabelled" rows even with ``use_labels=True``, so partly
 labelled data works too.
 
-Feature pairs are matched automatically by *position and shape*: a network's feature points are
-its blocks (the leaves of its tree of Sequential/ModuleList containers); a *stage* is a run of
-consecutive blocks at one spatial resolution, and its last output is the stage's feature. Teacher
-and student stages are paired in order where their resolutions agree — after structured pruning
-this pairs identical module names (channels differ → adapter); across architectures it pairs the
-stages at the same depth and resolution. Vector-only models (MLPs) pair their penultimate
-features. ``feature_pairs`` overrides the matching with explicit (teacher, student) module names.
+Feature pairs are matched automatically by position and shape (`advisor.passes.kd_features`);
+``feature_pairs`` overrides the matching with explicit (teacher, student) module names. Students
+of ``distill_student`` are built by `advisor.passes.kd_students`.
 
 Budget: ``ctx.budget.kind == "none"`` is refused (PassError); epochs and seconds are capped by the
 budget as well as by the config. The teacher runs in eval mode under ``no_grad`` (on a private
@@ -46,19 +42,21 @@ copy); the caller's model is never modified.
 from __future__ import annotations
 
 import copy
-import importlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from advisor.errors import PassError
-from advisor.passes.base import PassContext, PassResult, check_config, register_pass
+from advisor.passes.base import PassContext, PassResult, register_pass
+from advisor.passes.config import check_config
 from advisor.passes import kd_losses
-from advisor.passes.torch_common import (budget_train_config, count_flops, example_input,
-                                         reinitialise, require_module)
-from advisor.train import evaluate, resolve_device, seed_everything, train
+from advisor.passes.kd_features import Taps, classifier_name, resolve_feature_pairs
+from advisor.passes.kd_students import build_student
+from advisor.passes.torch_common import (budget_train_config, example_input, pinned_replay,
+                                         require_module)
+from advisor.train import evaluate, resolve_device, train
 
 Kind = Literal["response", "feature", "relation", "combined"]
 
@@ -66,6 +64,8 @@ Kind = Literal["response", "feature", "relation", "combined"]
 @dataclass(frozen=True)
 class DistillConfig:
     """Recovery distillation from the original model (the teacher) into the given model."""
+
+    CONFIG_VERSION: ClassVar[int] = 2  # 2: stop_after_epochs
 
     kind: Kind = "response"
     temperature: float = field(default=4.0, metadata={"gt": 0.0})
@@ -81,6 +81,8 @@ class DistillConfig:
     epochs: int = field(default=5, metadata={"ge": 1})
     lr: float = field(default=1e-3, metadata={"gt": 0.0})
     max_seconds: float | None = field(default=None, metadata={"ge": 0.0})
+    # set by the search when a time limit stopped the measured run (see pinned_replay)
+    stop_after_epochs: int | None = field(default=None, metadata={"ge": 1})
     use_labels: bool = True  # False: unlabelled data, the teacher labels it (response KD)
 
     def __post_init__(self):
@@ -173,8 +175,8 @@ def distill_into(student: nn.Module, teacher: nn.Module, config: DistillConfig,
     if has_relation:
         t_emb, s_emb = classifier_name(teacher, example), classifier_name(student, example)
 
-    t_taps = _Taps(teacher, [p.teacher for p in pairs], t_emb)
-    s_taps = _Taps(student, [p.student for p in pairs], s_emb)
+    t_taps = Taps(teacher, [p.teacher for p in pairs], t_emb)
+    s_taps = Taps(student, [p.student for p in pairs], s_emb)
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         t_taps.clear()
@@ -203,7 +205,8 @@ def distill_into(student: nn.Module, teacher: nn.Module, config: DistillConfig,
         else None
     val_before = evaluate(student, val_loader, dev) if val_loader is not None else None
     budget = budget_train_config(ctx, epochs=config.epochs, lr=config.lr,
-                                 max_seconds=config.max_seconds)
+                                 max_seconds=config.max_seconds,
+                                 stop_after_epochs=config.stop_after_epochs)
     try:
         report = train(student, ctx.train_loader, budget,
                        val_loader=val_loader, loss_fn=loss_fn,
@@ -226,6 +229,8 @@ def distill_into(student: nn.Module, teacher: nn.Module, config: DistillConfig,
         "val_accuracy_before": val_before,
         "val_accuracy_after": report.best_val_accuracy,
         "train": report.as_dict(),
+        **({"replay_config": pinned} if (pinned := pinned_replay(config, budget, report))
+           is not None else {}),
     }
 
 
@@ -280,301 +285,3 @@ def _has_labels(loader) -> bool:
             return False
         return bool((torch.as_tensor(batch[1]) >= 0).any())
     return False
-
-
-class _Taps:
-    """Forward hooks keeping the latest outputs of named modules and the classifier's input."""
-
-    def __init__(self, model: nn.Module, names: list[str], classifier: str | None):
-        modules = dict(model.named_modules())
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.embedding: torch.Tensor | None = None
-        self._handles = [modules[n].register_forward_hook(self._keep_output(n)) for n in names]
-        if classifier is not None:
-            self._handles.append(modules[classifier].register_forward_pre_hook(self._keep_input))
-
-    def _keep_output(self, name: str):
-        def hook(module, args, output):
-            self.outputs[name] = output
-        return hook
-
-    def _keep_input(self, module, args):
-        self.embedding = args[0]
-
-    def clear(self) -> None:
-        self.outputs.clear()
-        self.embedding = None
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-
-
-# ---- automatic feature pairing -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FeaturePair:
-    teacher: str
-    student: str
-    teacher_shape: tuple[int, ...]  # per sample: (C, H, W) or (C,)
-    student_shape: tuple[int, ...]
-
-    @property
-    def needs_adapter(self) -> bool:
-        return self.teacher_shape[0] != self.student_shape[0]
-
-    def as_dict(self) -> dict[str, Any]:
-        adapter = None
-        if self.needs_adapter:
-            kind = "conv1x1" if len(self.student_shape) == 3 else "linear"
-            adapter = f"{kind} {self.student_shape[0]}->{self.teacher_shape[0]}"
-        return {"teacher": self.teacher, "student": self.student,
-                "teacher_shape": list(self.teacher_shape),
-                "student_shape": list(self.student_shape), "adapter": adapter}
-
-
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-_NOT_FEATURES = (nn.Identity, nn.Dropout, nn.Flatten)
-
-
-def block_names(model: nn.Module) -> list[str]:
-    """The leaves of the model's tree of Sequential/ModuleList/ModuleDict containers."""
-    names: list[str] = []
-
-    def walk(prefix: str, module: nn.Module) -> None:
-        for name, child in module.named_children():
-            full = f"{prefix}.{name}" if prefix else name
-            if isinstance(child, _CONTAINERS):
-                walk(full, child)
-            elif not isinstance(child, _NOT_FEATURES):
-                names.append(full)
-    walk("", model)
-    return names
-
-
-@torch.no_grad()
-def _trace_outputs(model: nn.Module, names: list[str], example: torch.Tensor
-                   ) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, per-sample output shape) of distinct output tensors, in completion order.
-
-    Modules returning the same tensor (in-place activations, a container and its last child)
-    count once: under the innermost, last-finishing name.
-    """
-    modules = dict(model.named_modules())
-    records: list[tuple[str, torch.Tensor]] = []
-    handles = [modules[n].register_forward_hook(
-        lambda m, a, out, n=n: records.append((n, out)) if isinstance(out, torch.Tensor) else None)
-        for n in names]
-    was = model.training
-    model.eval()
-    try:
-        output = model(example)
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
-    groups: dict[int, list[int]] = {}
-    for i, (_, t) in enumerate(records):
-        groups.setdefault(id(t), []).append(i)
-    kept = []
-    for key, idx in groups.items():
-        if key == id(output):
-            continue  # the logits are not a hint
-        group_names = [records[i][0] for i in idx]
-        inner = [i for i in idx if not any(o.startswith(records[i][0] + ".") for o in group_names)]
-        kept.append(inner[-1])
-    return [(records[i][0], tuple(records[i][1].shape[1:])) for i in sorted(kept)]
-
-
-def feature_stages(model: nn.Module, example: torch.Tensor
-                   ) -> list[tuple[str, tuple[int, ...]]]:
-    """The model's automatic hint points: each spatial stage's last block output.
-
-    Falls back to every submodule when the container tree yields no feature maps (a model
-    written as one monolithic module), and to the penultimate vector for vector-only models.
-    """
-    points = _trace_outputs(model, block_names(model), example)
-    if not any(_is_map(s) for _, s in points):
-        every = [n for n, m in model.named_modules() if n and not isinstance(m, _NOT_FEATURES)]
-        points = _trace_outputs(model, every, example)
-    maps = [(n, s) for n, s in points if _is_map(s)]
-    if not maps:
-        vectors = [(n, s) for n, s in points if len(s) == 1]
-        return vectors[-1:]
-    stages: list[tuple[str, tuple[int, ...]]] = []
-    for name, shape in maps:
-        if stages and stages[-1][1][1:] == shape[1:]:
-            stages[-1] = (name, shape)
-        else:
-            stages.append((name, shape))
-    return stages
-
-
-def _is_map(shape: tuple[int, ...]) -> bool:
-    return len(shape) == 3 and shape[1] * shape[2] > 1
-
-
-def resolve_feature_pairs(teacher: nn.Module, student: nn.Module, example: torch.Tensor,
-                          explicit: tuple[tuple[str, str], ...] = ()) -> list[FeaturePair]:
-    """Explicit (teacher, student) module-name pairs, or automatic pairs by position and shape."""
-    if explicit:
-        return _explicit_pairs(teacher, student, example, explicit)
-    t_stages, s_stages = feature_stages(teacher, example), feature_stages(student, example)
-    pairs, j = [], 0
-    for t_name, t_shape in t_stages:
-        for k in range(j, len(s_stages)):
-            s_name, s_shape = s_stages[k]
-            if s_shape[1:] == t_shape[1:] and len(s_shape) == len(t_shape):
-                pairs.append(FeaturePair(t_name, s_name, t_shape, s_shape))
-                j = k + 1
-                break
-    if not pairs:
-        raise PassError("no teacher/student feature maps of matching size to pair",
-                        f"name them in feature_pairs; teacher stages: "
-                        f"{[n for n, _ in t_stages]}, student stages: {[n for n, _ in s_stages]}")
-    return pairs
-
-
-def _explicit_pairs(teacher: nn.Module, student: nn.Module, example: torch.Tensor,
-                    explicit: tuple[tuple[str, str], ...]) -> list[FeaturePair]:
-    t_mods, s_mods = dict(teacher.named_modules()), dict(student.named_modules())
-    for t_name, s_name in explicit:
-        for name, model, mods, who in ((t_name, teacher, t_mods, "teacher"),
-                                       (s_name, student, s_mods, "student")):
-            if not name or name not in mods:
-                raise PassError(f"feature pair names no {who} module {name!r}",
-                                f"{who} blocks: {block_names(model)}")
-    t_shapes = _output_shapes(teacher, [t for t, _ in explicit], example)
-    s_shapes = _output_shapes(student, [s for _, s in explicit], example)
-    pairs = []
-    for t_name, s_name in explicit:
-        ts, ss = t_shapes[t_name], s_shapes[s_name]
-        if len(ts) != len(ss) or len(ts) not in (1, 3):
-            raise PassError(f"feature pair ({t_name}, {s_name}): shapes {ts} and {ss} cannot be "
-                            "compared", "pair feature maps with feature maps, vectors with vectors")
-        pairs.append(FeaturePair(t_name, s_name, ts, ss))
-    return pairs
-
-
-@torch.no_grad()
-def _output_shapes(model: nn.Module, names: list[str], example: torch.Tensor
-                   ) -> dict[str, tuple[int, ...]]:
-    modules = dict(model.named_modules())
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def keep(name: str):
-        def hook(module, args, output):
-            if isinstance(output, torch.Tensor) and name not in shapes:
-                shapes[name] = tuple(output.shape[1:])
-        return hook
-    handles = [modules[n].register_forward_hook(keep(n)) for n in names]
-    was = model.training
-    model.eval()
-    try:
-        model(example)
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
-    missing = [n for n in names if n not in shapes]
-    if missing:
-        raise PassError(f"feature layers never ran in the forward pass: {missing}")
-    return shapes
-
-
-@torch.no_grad()
-def classifier_name(model: nn.Module, example: torch.Tensor) -> str:
-    """Name of the last nn.Linear to run: its input is the embedding used by RKD."""
-    order: list[str] = []
-    handles = [m.register_forward_pre_hook(lambda mod, a, n=n: order.append(n))
-               for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    was = model.training
-    model.eval()
-    try:
-        model(example)
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
-    if not order:
-        raise PassError("relation-based KD needs a final Linear classifier (its input is the "
-                        "embedding)", "use kind 'response' or 'feature' for this model")
-    return order[-1]
-
-
-# ---- students ------------------------------------------------------------------------------
-
-def build_student(teacher: nn.Module, config: DistillStudentConfig, ctx: PassContext
-                  ) -> tuple[nn.Module, dict[str, Any]]:
-    """The untrained student of `config` and what it is (FLOPs relative to the teacher)."""
-    seed_everything(ctx.seed)
-    shape = _flops_shape(ctx)
-    teacher_flops, teacher_params = count_flops(teacher, shape)
-    if config.student_arch:
-        student = _from_factory(config.student_arch, config.student_kwargs)
-        info: dict[str, Any] = {"source": config.student_arch,
-                                "kwargs": dict(config.student_kwargs), "init": "scratch"}
-    else:
-        student, prune_info = width_reduced_copy(teacher, ctx, flops_fraction=config.flops_fraction,
-                                                 channel_ratio=config.channel_ratio)
-        if config.init == "scratch":
-            seed_everything(ctx.seed)
-            reinitialise(student, include_root=False, required=False)
-        info = {"source": "width-reduced teacher (prune_structured: l2 magnitude, local scope)",
-                "channel_ratio": prune_info.get("ratio"), "init": config.init}
-    student_flops, student_params = count_flops(student, shape)
-    info.update({"flops": student_flops, "teacher_flops": teacher_flops,
-                 "flops_fraction": round(student_flops / teacher_flops, 6) if teacher_flops
-                 else None, "params": student_params, "teacher_params": teacher_params})
-    return student, info
-
-
-def width_reduced_copy(teacher: nn.Module, ctx: PassContext, *, flops_fraction: float = 0.25,
-                       channel_ratio: float | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """A copy of `teacher` with fewer channels in every layer → (model, prune_structured info).
-
-    Uses the registered ``prune_structured`` pass (torch-pruning DepGraph; L2 magnitude, the same
-    ratio in every layer, the classifier's outputs kept): `channel_ratio` = share of channels
-    removed, else the smallest ratio bringing FLOPs down to `flops_fraction` of the teacher's.
-    """
-    from advisor.passes.base import get_pass
-
-    spec = get_pass("prune_structured")
-    if channel_ratio is not None:
-        if not 0 <= channel_ratio < 1:
-            raise PassError(f"channel_ratio must be in [0, 1), got {channel_ratio}")
-        cfg = spec.config_cls(criterion="l2", scope="local", ratio=channel_ratio)
-    else:
-        if not 0 < flops_fraction <= 1:
-            raise PassError(f"flops_fraction must be in (0, 1], got {flops_fraction}")
-        if flops_fraction == 1:
-            cfg = spec.config_cls(criterion="l2", scope="local", ratio=0.0)
-        else:
-            cfg = spec.config_cls(criterion="l2", scope="local",
-                                  flops_reduction=1.0 - flops_fraction)
-    result = spec.apply(teacher, cfg, ctx)
-    return result.model, result.info
-
-
-def _flops_shape(ctx: PassContext) -> tuple[int, ...]:
-    shape = tuple(ctx.input_shape) if ctx.input_shape else tuple(example_input(ctx, min_rows=2).shape)
-    return (1, *shape[1:])
-
-
-def _from_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
-    mod_name, _, attr = spec.partition(":")
-    if not mod_name or not attr:
-        raise PassError(f"student_arch {spec!r} is not of the form pkg.module:factory")
-    try:
-        factory = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise PassError(f"cannot import student_arch {spec!r}: {e}") from None
-    try:
-        student = factory(**kwargs)
-    except TypeError as e:
-        raise PassError(f"student_arch {spec!r} rejected its kwargs: {e}") from None
-    if not isinstance(student, nn.Module):
-        raise PassError(f"student_arch {spec!r} returned {type(student).__name__}, "
-                        "not a torch.nn.Module")
-    return student

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from torch import nn
 
-from advisor.passes.base import PassContext, PassResult, check_config, register_pass
-from advisor.passes.torch_common import (budget_train_config, require_module, require_training,
-                                         val_accuracy)
+from advisor.passes.base import PassContext, PassResult, register_pass
+from advisor.passes.config import check_config
+from advisor.passes.torch_common import (budget_train_config, pinned_replay, require_module,
+                                         require_training, val_accuracy)
 from advisor.sparse import layer_sparsity, overall_sparsity, trainable_sparse
 from advisor.train import train
 
@@ -27,12 +28,16 @@ from advisor.train import train
 class FinetuneConfig:
     """Fine-tune with the shared loop; `keep_sparsity` keeps pruned weights at zero."""
 
+    CONFIG_VERSION: ClassVar[int] = 2  # 2: stop_after_epochs
+
     epochs: int = field(default=5, metadata={"ge": 0})
     lr: float = field(default=1e-3, metadata={"gt": 0.0})
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     weight_decay: float = field(default=1e-4, metadata={"ge": 0.0})
     max_seconds: float | None = field(default=None, metadata={"ge": 0.0})
     early_stop_patience: int | None = field(default=None, metadata={"ge": 0})
+    # set by the search when a time limit stopped the measured run (see pinned_replay)
+    stop_after_epochs: int | None = field(default=None, metadata={"ge": 1})
     label_smoothing: float = field(default=0.0, metadata={"ge": 0.0, "le": 1.0})
     keep_sparsity: bool = True
 
@@ -51,7 +56,8 @@ def apply_finetune(model: nn.Module, config: FinetuneConfig, ctx: PassContext) -
     tc = budget_train_config(ctx, epochs=config.epochs, lr=config.lr, schedule=config.schedule,
                              weight_decay=config.weight_decay, max_seconds=config.max_seconds,
                              early_stop_patience=config.early_stop_patience,
-                             label_smoothing=config.label_smoothing)
+                             label_smoothing=config.label_smoothing,
+                             stop_after_epochs=config.stop_after_epochs)
     with trainable_sparse(model, keep=config.keep_sparsity) as keeper:
         report = train(model, ctx.train_loader, tc, val_loader=ctx.val_loader,
                        after_step=keeper, device=ctx.device, progress=ctx.progress,
@@ -61,6 +67,8 @@ def apply_finetune(model: nn.Module, config: FinetuneConfig, ctx: PassContext) -
                             "val_accuracy_before": before, "val_accuracy_after":
                                 val_accuracy(model, ctx),
                             "history": report.history}
+    if (pinned := pinned_replay(config, tc, report)) is not None:
+        info["replay_config"] = pinned
     if keeper:
         per_layer = layer_sparsity(model)
         info["sparsity_kept"] = {"overall": round(overall_sparsity(model, keeper.names), 6),

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from advisor.errors import PassError
-from advisor.passes.base import (OnnxArtifact, PassContext, PassResult, check_config,
-                                 register_pass)
+from advisor.passes.base import OnnxArtifact, PassContext, PassResult, register_pass
+from advisor.passes.config import check_config
 
 # (op type -> input positions that must stay float32 whatever the model's precision)
 _FLOAT32_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}

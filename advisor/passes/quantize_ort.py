@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from advisor.errors import PassError
-from advisor.passes.base import (OnnxArtifact, PassContext, PassResult, check_config,
-                                 register_pass)
+from advisor.passes.base import OnnxArtifact, PassContext, PassResult, register_pass
+from advisor.passes.config import check_config
 from advisor.passes.fallback_ort import run_ort_fallback
 from advisor.passes.int8_types import choose_int8_types, quant_type
 from advisor.passes.onnx_common import (collect_batches, describe, eval_batches, input_spec,

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from advisor.errors import PassError
-from advisor.passes.base import PassContext, PassResult, check_config, register_pass
+from advisor.passes.base import PassContext, PassResult, register_pass
+from advisor.passes.config import check_config
 
 _KINDS = ("Linear", "LSTM", "GRU", "LSTMCell", "GRUCell", "RNNCell")
 

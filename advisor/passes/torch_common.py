@@ -50,13 +50,33 @@ def require_module(name: str, model: Any) -> None:
 
 def budget_train_config(ctx: PassContext, *, epochs: int, lr: float,
                         max_seconds: float | None = None, **kwargs) -> TrainConfig:
-    """A TrainConfig whose epochs and seconds respect both the pass config and ctx.budget."""
+    """A TrainConfig whose epochs and seconds respect both the pass config and ctx.budget.
+
+    `stop_after_epochs` (in kwargs) pins a replay to the epochs a time-limited run reached."""
     budget = ctx.budget
     if budget is not None and budget.epochs is not None:
         epochs = min(epochs, budget.epochs)
     caps = [s for s in (max_seconds, budget.seconds if budget else None) if s is not None]
     return TrainConfig(epochs=max(1, epochs), max_seconds=min(caps) if caps else None, lr=lr,
                        seed=ctx.seed, **kwargs)
+
+
+def pinned_replay(config, tc: TrainConfig, report) -> dict | None:
+    """The config that replays a training run exactly when a time limit stopped it: the epochs
+    it reached pinned (`stop_after_epochs`), the schedule's length (`epochs`) kept, the time
+    limit dropped. None when the run was not cut by time (the config replays as it is).
+
+    The search writes this into the plan it records (`replay_config` in the step's info), so
+    `advisor apply` trains as many epochs as the measured trial did, whatever the replaying
+    machine's speed."""
+    import dataclasses
+
+    from advisor.passes.config import config_to_dict
+
+    if report.stopped_by != "time":
+        return None
+    return config_to_dict(dataclasses.replace(config, epochs=tc.epochs, max_seconds=None,
+                                              stop_after_epochs=report.epochs_run))
 
 
 def val_accuracy(model: nn.Module, ctx: PassContext) -> float | None:

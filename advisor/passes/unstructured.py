@@ -43,7 +43,8 @@ import torch
 from torch import nn
 
 from advisor.errors import PassError
-from advisor.passes.base import PassContext, PassResult, check_config, register_pass
+from advisor.passes.base import PassContext, PassResult, register_pass
+from advisor.passes.config import check_config
 from advisor.passes.torch_common import (NO_SPEEDUP, budget_train_config, example_input,
                                          require_module, require_training, sparsity_info,
                                          target_layers, val_accuracy)

@@ -32,7 +32,9 @@ def build_report(loaded, tgt, target_json: dict, prof: dict, device_profile, fac
         "tool": {"name": "advisor", "version": version},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"path": str(loaded.path) if loaded.path else "<in-memory module>",
-                  "format": loaded.format, "input_shape": list(loaded.input_shape)},
+                  "format": loaded.format, "input_shape": list(loaded.input_shape),
+                  "arch": (loaded.metadata or {}).get("arch"),
+                  "arch_kwargs": (loaded.metadata or {}).get("arch_kwargs")},
         "target": {**target_json, "description": tgt.description},
         "host": prof.get("host", {}),
         "factors": {"goal": factors.goal, "max_drop": factors.max_drop,
@@ -44,7 +46,9 @@ def build_report(loaded, tgt, target_json: dict, prof: dict, device_profile, fac
         "measurement": {"latency": LATENCY_METHOD},
         "data": {"verified": data_b.verified, "val": data_b.specs.get("val"),
                  "test": data_b.specs.get("test"), "train": data_b.specs.get("train"),
-                 "metric": "top1" if data_b.verified else "agreement"},
+                 "metric": "top1" if data_b.verified else "agreement",
+                 "preprocess": data_b.specs.get("preprocess"),
+                 "preprocess_text": _preprocess_text(data_b)},
         "baseline": {"runtime": base_rt,
                      "latency_ms": {"p50": baseline.latency_p50[base_rt],
                                     "p90": base_lat.get("p90"), "cv": base_lat.get("cv")},
@@ -68,3 +72,10 @@ def build_report(loaded, tgt, target_json: dict, prof: dict, device_profile, fac
 def hot_row(r: dict) -> dict:
     return {"name": r.get("name", "?"), "kind": r.get("kind", "other"),
             "share": float(r.get("share", 0.0)), "ms": float(r.get("ms", r.get("time_ms", 0.0)))}
+
+
+def _preprocess_text(data_b) -> str | None:
+    """One line saying how the images were prepared (None without data)."""
+    if not data_b.verified or data_b.preprocess is None:
+        return None
+    return data_b.preprocess.describe()

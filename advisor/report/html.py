@@ -10,7 +10,7 @@ from functools import lru_cache
 from html import escape
 from pathlib import Path
 
-from advisor.report import view as v
+from advisor.report import before_after, candidate_table, facts, fmt, plot_data, qualify, summary
 from advisor.report.svg import SERIES_FILL, svg_bars, svg_scatter
 
 CSS_FILE = Path(__file__).resolve().parent / "templates" / "report.css"
@@ -20,7 +20,7 @@ NUMERIC = {"p50 ms", "speed-up", "size MB", "size ratio", "accuracy", "drop"}
 
 def e(s: object) -> str:
     """HTML-escape any value (None → dash)."""
-    return escape(v.DASH if s is None else str(s), quote=True)
+    return escape(fmt.DASH if s is None else str(s), quote=True)
 
 
 @lru_cache(maxsize=1)
@@ -33,7 +33,7 @@ def render_html(report: dict) -> str:
     body = "".join([_header(report), _recommendation(report), _tradeoff(report),
                     _hotspots(report), _candidates(report), _reasons(report),
                     _warnings(report), _applied(report), _settings(report), _footer(report)])
-    title = f"advisor report: {report['model']['path']} on {v.target_label(report)}"
+    title = f"advisor report: {report['model']['path']} on {facts.target_label(report)}"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -50,14 +50,14 @@ def _header(report: dict) -> str:
     m = report["model"]
     badges = ""
     if report["target"].get("emulated"):
-        badges += f' <span class="badge emulated">{e(v.target_label(report))}</span>'
-    if not v.verified(report):
+        badges += f' <span class="badge emulated">{e(facts.target_label(report))}</span>'
+    if not facts.verified(report):
         badges += ' <span class="badge unverified">accuracy unverified</span>'
     return (f"<header><h1>Optimization report{badges}</h1>"
             f'<p class="sub"><code>{e(m["path"])}</code> · {e(m["format"])} · '
-            f"target <b>{e(v.target_label(report))}</b></p>"
-            f"{_facts(v.summary_items(report))}"
-            f"<h3>Baseline (original model)</h3>{_facts(v.baseline_items(report))}</header>")
+            f"target <b>{e(facts.target_label(report))}</b></p>"
+            f"{_facts(summary.summary_items(report))}"
+            f"<h3>Baseline (original model)</h3>{_facts(summary.baseline_items(report))}</header>")
 
 
 # ---- recommendation ----------------------------------------------------------------------------
@@ -71,8 +71,8 @@ def _recommendation(report: dict) -> str:
 def _chosen_box(report: dict) -> str:
     c = report["chosen"]
     numbers = "".join(f"<div><span>{e(label)}</span><b>{e(value)}</b><span>{e(detail)}</span></div>"
-                      for label, value, detail in v.chosen_summary(report))
-    steps = "".join(f"<li><code>{e(v.step_text(s))}</code></li>" for s in c["plan"]["steps"])
+                      for label, value, detail in before_after.chosen_summary(report))
+    steps = "".join(f"<li><code>{e(facts.step_text(s))}</code></li>" for s in c["plan"]["steps"])
     why = "".join(f"<li>{e(r)}</li>" for r in c.get("reasons") or [])
     return (f'<section class="rec" id="recommendation"><h2>Recommendation</h2>'
             f'<p class="headline">{e(c["name"])} <span class="badge">{e(c["id"])}</span></p>'
@@ -85,60 +85,60 @@ def _chosen_box(report: dict) -> str:
 
 
 def _none_box(report: dict) -> str:
-    closest = v.closest_candidates(report)
+    closest = qualify.closest_candidates(report)
     items = "".join(_closest_item(report, c) for c in closest) or \
         "<li>No candidate could be measured (see the errors in the table below).</li>"
     return ('<section class="rec none" id="recommendation"><h2>Recommendation</h2>'
             '<p class="headline">Nothing met the constraints</p>'
             "<p>Closest plans (nothing was dropped: all are in the table below):</p>"
             f"<ol>{items}</ol>"
-            f"<p>{e(v.widen_hint(report))}</p></section>")
+            f"<p>{e(qualify.widen_hint(report))}</p></section>")
 
 
 def _closest_item(report: dict, c: dict) -> str:
     m = c.get("measured") or {}
-    quality = v.accuracy_text(report, m) if v.verified(report) else \
-        f"agreement {v.pct(v.quality(report, m))}"
-    needs = v.needed_to_qualify(report, c)
-    return (f"<li><b>{e(c['name'])}</b> ({e(c['id'])}): {e(v.times(m.get('speedup')))} faster, "
-            f"size {e(v.times(m.get('size_ratio')))}, {e(quality)}<br>"
-            f"violates: {e('; '.join(c.get('violations') or []) or v.DASH)}<br>"
-            f"would qualify with: {e('; '.join(needs) or v.DASH)}</li>")
+    quality = facts.accuracy_text(report, m) if facts.verified(report) else \
+        f"agreement {fmt.pct(facts.quality(report, m))}"
+    needs = qualify.needed_to_qualify(report, c)
+    return (f"<li><b>{e(c['name'])}</b> ({e(c['id'])}): {e(fmt.times(m.get('speedup')))} faster, "
+            f"size {e(fmt.times(m.get('size_ratio')))}, {e(quality)}<br>"
+            f"violates: {e('; '.join(c.get('violations') or []) or fmt.DASH)}<br>"
+            f"would qualify with: {e('; '.join(needs) or fmt.DASH)}</li>")
 
 
 # ---- plots -------------------------------------------------------------------------------------
 
 def tradeoff_svg(report: dict) -> str:
     """Latency vs accuracy (or agreement) of every measured candidate with the Pareto front."""
-    pts = v.plot_points(report)
+    pts = plot_data.plot_points(report)
     hlines, vlines = [], []
-    floor = v.quality_floor(report)
+    floor = plot_data.quality_floor(report)
     if floor is not None:
-        hlines.append((floor, f"allowed drop ({v.allowed_drop(report):.2f} pts)"))
+        hlines.append((floor, f"allowed drop ({facts.allowed_drop(report):.2f} pts)"))
     limit = report["factors"].get("max_latency_ms")
     if limit is not None and pts and limit <= max(p.x for p in pts):
         vlines.append((limit, f"max latency {limit:g} ms"))
     return svg_scatter(pts, title="latency vs accuracy", x_label="latency p50 (ms)",
-                       y_label=v.quality_axis(report), front=v.pareto_front(pts),
+                       y_label=facts.quality_axis(report), front=plot_data.pareto_front(pts),
                        hlines=hlines, vlines=vlines, y_max=100.0)
 
 
 def _tradeoff(report: dict) -> str:
-    front = v.pareto_front(v.plot_points(report))
-    what = "accuracy" if v.verified(report) else \
+    front = plot_data.pareto_front(plot_data.plot_points(report))
+    what = "accuracy" if facts.verified(report) else \
         "top-1 agreement with the original model (accuracy is unverified without --data)"
     return ('<section id="tradeoff"><h2>Latency vs accuracy</h2>'
             f'<div class="figure">{tradeoff_svg(report)}</div>'
             f'<p class="caption">Every measured candidate; y is {e(what)}. The blue step line is '
             f"the Pareto front (nothing is both faster and better): "
-            f"{e(', '.join(p.id for p in front) or v.DASH)}. Dashed red lines are the "
+            f"{e(', '.join(p.id for p in front) or fmt.DASH)}. Dashed red lines are the "
             "constraints. Hover a point for its numbers.</p></section>")
 
 
 def hotspot_svgs(report: dict) -> list[str]:
     """Before/after per-layer time shares: paired bars when layer names match, else two charts;
     plus the shares by layer kind, which always match."""
-    hv = v.hotspot_view(report)
+    hv = before_after.hotspot_view(report)
     if hv.matched:
         rows = [(name, [_pc(b), _pc(a)]) for name, b, a in hv.paired]
         charts = [svg_bars(rows, ["before", "after"], title="per-layer hot spots before/after",
@@ -164,7 +164,7 @@ def _pc(share: float | None) -> float | None:
 
 
 def _hotspots(report: dict) -> str:
-    hv = v.hotspot_view(report)
+    hv = before_after.hotspot_view(report)
     if not hv.before and not hv.after:
         return ('<section id="hotspots"><h2>Per-layer hot spots before/after</h2>'
                 '<p class="caption">No per-layer timing was recorded.</p></section>')
@@ -179,7 +179,7 @@ def _hotspots(report: dict) -> str:
             f"{figs}<p class=\"caption\">{e(_hotspot_caption(report, hv))}</p></section>")
 
 
-def _hotspot_caption(report: dict, hv: v.HotspotView) -> str:
+def _hotspot_caption(report: dict, hv: before_after.HotspotView) -> str:
     if not report.get("chosen"):
         return "The original model's top layers by share of forward time (no plan was chosen)."
     if hv.matched:
@@ -193,8 +193,8 @@ def _hotspot_caption(report: dict, hv: v.HotspotView) -> str:
 # ---- tables ------------------------------------------------------------------------------------
 
 def _candidates(report: dict) -> str:
-    head = "".join(f"<th>{e(c)}</th>" for c in v.COLUMNS)
-    body = "".join(_row(r) for r in v.table_rows(report))
+    head = "".join(f"<th>{e(c)}</th>" for c in candidate_table.COLUMNS)
+    body = "".join(_row(r) for r in candidate_table.table_rows(report))
     return ('<section id="candidates"><h2>Candidates</h2>'
             '<div class="figure"><table class="candidates">'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
@@ -204,9 +204,9 @@ def _candidates(report: dict) -> str:
             "</section>")
 
 
-def _row(row: v.Row) -> str:
+def _row(row: candidate_table.Row) -> str:
     cells = []
-    for col in v.COLUMNS:
+    for col in candidate_table.COLUMNS:
         text = row.cells[col]
         cls = []
         if col in NUMERIC:
@@ -266,10 +266,10 @@ def _applied(report: dict) -> str:
 
 def _settings(report: dict) -> str:
     return ('<section id="settings"><h2>Measurement settings</h2>'
-            f"{_facts(v.settings_items(report))}</section>")
+            f"{_facts(summary.settings_items(report))}</section>")
 
 
 def _footer(report: dict) -> str:
     return (f"<footer>advisor {e(report['tool']['version'])} · report schema "
             f"{e(report['schema_version'])} · created {e(report['created'])} · "
-            f"analysis took {e(v.seconds(report['timing']['total_seconds']))}</footer>")
+            f"analysis took {e(fmt.seconds(report['timing']['total_seconds']))}</footer>")

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from advisor.report import view as v
+from advisor.report import before_after, candidate_table, facts, fmt, plot_data, qualify, summary
 
 _SPECIAL = "\\`*[]<>|"
 
 
 def md(s: object) -> str:
     """Escape a value for a Markdown table cell or paragraph (one line)."""
-    text = v.DASH if s is None else str(s)
+    text = fmt.DASH if s is None else str(s)
     text = "".join("\\" + ch if ch in _SPECIAL else ch for ch in text)
     return " ".join(text.split())
 
@@ -38,23 +38,23 @@ def render_markdown(report: dict) -> str:
 def _header(report: dict) -> str:
     flags = []
     if report["target"].get("emulated"):
-        flags.append(f"**target {md(v.target_label(report))}**")
-    if not v.verified(report):
+        flags.append(f"**target {md(facts.target_label(report))}**")
+    if not facts.verified(report):
         flags.append("**accuracy unverified** (no validation data: agreement with the original "
                      "is reported instead)")
     return "\n\n".join([f"# Optimization report: {md(report['model']['path'])}",
                         *flags,
-                        table(("setting", "value"), v.summary_items(report)),
+                        table(("setting", "value"), summary.summary_items(report)),
                         "### Baseline (original model)",
-                        table(("measure", "value"), v.baseline_items(report))])
+                        table(("measure", "value"), summary.baseline_items(report))])
 
 
 def _recommendation(report: dict) -> str:
     c = report.get("chosen")
     if not c:
         return _nothing(report)
-    figures = table(("", "value", "detail"), v.chosen_summary(report))
-    steps = "\n".join(f"{i}. `{v.step_text(s).replace('`', '')}`"
+    figures = table(("", "value", "detail"), before_after.chosen_summary(report))
+    steps = "\n".join(f"{i}. `{facts.step_text(s).replace('`', '')}`"
                       for i, s in enumerate(c["plan"]["steps"], 1))
     notes = "\n".join(f"- {md(r)}" for r in c.get("reasons") or [])
     return "\n\n".join(p for p in [
@@ -65,29 +65,30 @@ def _recommendation(report: dict) -> str:
 
 
 def _nothing(report: dict) -> str:
-    closest = v.closest_candidates(report)
-    rows = [(c["id"], c["name"], "; ".join(c.get("violations") or []) or v.DASH,
-             "; ".join(v.needed_to_qualify(report, c)) or v.DASH) for c in closest]
+    closest = qualify.closest_candidates(report)
+    rows = [(c["id"], c["name"], "; ".join(c.get("violations") or []) or fmt.DASH,
+             "; ".join(qualify.needed_to_qualify(report, c)) or fmt.DASH) for c in closest]
     body = table(("id", "plan", "violates", "would qualify with"), rows) if rows else \
         "No candidate could be measured (see the errors in the candidates table)."
     return "\n\n".join(["## Recommendation", "**Nothing met the constraints.** Closest plans "
                         "(everything measured is in the candidates table):", body,
-                        md(v.widen_hint(report))])
+                        md(qualify.widen_hint(report))])
 
 
 def _candidates(report: dict) -> str:
-    rows = [[r.cells[c] for c in v.COLUMNS] for r in v.table_rows(report)]
-    return "\n\n".join(["## Candidates", table(v.COLUMNS, rows),
+    columns = candidate_table.COLUMNS
+    rows = [[r.cells[c] for c in columns] for r in candidate_table.table_rows(report)]
+    return "\n\n".join(["## Candidates", table(columns, rows),
                         "Speed-up and size ratio are against the baseline on the same runtime; "
                         "drop is in percentage points; predicted = the rule engine's estimate "
                         "(speed-up / size ratio)."])
 
 
 def _tradeoff(report: dict) -> str:
-    pts = v.plot_points(report)
-    front = v.pareto_front(pts)
-    metric = "accuracy" if v.verified(report) else "top-1 agreement (accuracy unverified)"
-    rows = [(p.id, v.ms(p.x), f"{p.y:.1f}%") for p in front]
+    pts = plot_data.plot_points(report)
+    front = plot_data.pareto_front(pts)
+    metric = "accuracy" if facts.verified(report) else "top-1 agreement (accuracy unverified)"
+    rows = [(p.id, fmt.ms(p.x), f"{p.y:.1f}%") for p in front]
     return "\n\n".join(["## Latency vs accuracy",
                         f"The plot is in report.html. Pareto front (latency p50 vs {metric}; "
                         "nothing is both faster and better):",
@@ -95,13 +96,13 @@ def _tradeoff(report: dict) -> str:
 
 
 def _hotspots(report: dict) -> str:
-    hv = v.hotspot_view(report)
+    hv = before_after.hotspot_view(report)
     if not hv.before and not hv.after:
         return ""
     parts = ["## Per-layer hot spots before/after"]
     if hv.matched:
         parts.append(table(("layer", "before", "after"),
-                           [(n, v.pct(b), v.pct(a)) for n, b, a in hv.paired]))
+                           [(n, fmt.pct(b), fmt.pct(a)) for n, b, a in hv.paired]))
     else:
         parts.append("Before (original model):")
         parts.append(table(("layer", "kind", "share", "ms"), _hot_rows(hv.before)))
@@ -110,17 +111,17 @@ def _hotspots(report: dict) -> str:
             parts.append(table(("layer", "kind", "share", "ms"), _hot_rows(hv.after)))
     if hv.kinds:
         parts.append(table(("kind", "before", "after"),
-                           [(k, v.pct(b), v.pct(a)) for k, b, a in hv.kinds]))
+                           [(k, fmt.pct(b), fmt.pct(a)) for k, b, a in hv.kinds]))
     return "\n\n".join(parts)
 
 
 def _hot_rows(rows: Sequence[dict]) -> list[tuple[str, str, str, str]]:
-    return [(h["name"], h.get("kind", v.DASH), v.pct(h["share"]), v.ms(h.get("ms")))
+    return [(h["name"], h.get("kind", fmt.DASH), fmt.pct(h["share"]), fmt.ms(h.get("ms")))
             for h in rows]
 
 
 def _reasons(report: dict) -> str:
-    rows = [(r["rule"], r["verdict"], r["text"], r.get("cites") or v.DASH)
+    rows = [(r["rule"], r["verdict"], r["text"], r.get("cites") or fmt.DASH)
             for r in report["reasons"]]
     return "\n\n".join(["## Reasons", table(("rule", "verdict", "why", "source"), rows)
                         if rows else "No rule fired."])
@@ -144,4 +145,5 @@ def _applied(report: dict) -> str:
 
 
 def _settings(report: dict) -> str:
-    return "## Measurement settings\n\n" + table(("setting", "value"), v.settings_items(report))
+    return "## Measurement settings\n\n" + table(("setting", "value"),
+                                                  summary.settings_items(report))

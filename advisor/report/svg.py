@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Sequence
 
-from advisor.report.view import Point
+from advisor.report.plot_data import Point
 
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif"
 ROLE_STYLE = {  # fill, stroke, radius: fallbacks when the CSS is absent

@@ -17,12 +17,13 @@ import typing
 import pytest
 
 from advisor.api import _registry_flags
+from advisor.decide.engine import evaluate_rules, rank_candidates
 from advisor.decide.factors import Factors
-from advisor.decide.rules import RULES, evaluate_rules, offered_by_rules, rank_candidates
+from advisor.decide.rules import RULES, offered_by_rules
 from advisor.decide.situation import Situation
 from advisor.errors import PlanError
-from advisor.passes.base import (PASSES, ConfigError, check_config, config_from_dict,
-                                 config_to_dict, load_builtin_passes)
+from advisor.passes.base import PASSES, load_builtin_passes
+from advisor.passes.config import ConfigError, check_config, config_from_dict, config_to_dict
 
 REGISTRY = load_builtin_passes()
 NAMES = sorted(REGISTRY)
@@ -323,7 +324,8 @@ def test_a_new_module_registers_itself_and_helpers_are_harmless(tmp_path, monkey
     (tmp_path / "zz_contract_helper.py").write_text("HELPER = 1\n")
     (tmp_path / "zz_contract_pass.py").write_text(
         "from dataclasses import dataclass, field\n"
-        "from advisor.passes.base import PassResult, check_config, register_pass\n\n"
+        "from advisor.passes.base import PassResult, register_pass\n"
+        "from advisor.passes.config import check_config\n\n"
         "@dataclass(frozen=True)\n"
         "class ZzConfig:\n"
         "    level: float = field(default=0.5, metadata={'knob': 'increasing', 'ge': 0.0})\n\n"
@@ -352,7 +354,7 @@ def test_rule_engine_stays_torch_free_with_the_new_flags():
     import subprocess
 
     code = ("import sys; from advisor.decide.situation import PassFlags; "
-            "import advisor.decide.rules as r; "
+            "import advisor.decide.engine as r; "
             "assert 'torch' not in sys.modules and 'advisor.passes' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

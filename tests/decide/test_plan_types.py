@@ -8,8 +8,8 @@ import pytest
 
 from advisor.decide.plan import Plan, Step, plan_from_json
 from advisor.errors import PlanError
-from advisor.passes.base import (check_config, check_plan_configs, config_from_dict,
-                                 config_to_dict)
+from advisor.passes.config import (check_config, check_plan_configs, config_from_dict,
+                                   config_to_dict)
 
 KNOWN = {"int8_static", "prune_structured"}
 

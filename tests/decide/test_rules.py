@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from advisor.decide.factors import Factors
-from advisor.decide.rules import evaluate_rules, rank_candidates, rule_table
+from advisor.decide.engine import evaluate_rules, rank_candidates, rule_table
 from advisor.decide.situation import PassFlags, Situation, situation_from
 
 ALL = {
@@ -140,7 +140,7 @@ def test_situation_from_profile_json():
 
 
 def test_rule_engine_does_not_import_torch():
-    code = ("import sys; import advisor.decide.rules, advisor.decide.plan, "
+    code = ("import sys; import advisor.decide.engine, advisor.decide.plan, "
             "advisor.decide.factors; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -1,7 +1,7 @@
 """Search and selection against a fake trial boundary (no models, no measurement)."""
+from advisor.decide.candidate import Candidate
 from advisor.decide.factors import Factors
 from advisor.decide.plan import Step
-from advisor.decide.rules import Candidate
 from advisor.search import Baseline, SearchSettings, run_search, select
 
 BASE = Baseline({"onnxruntime": 10.0}, size_mb=4.0, accuracy=0.98, verified=True)

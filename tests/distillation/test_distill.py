@@ -8,11 +8,11 @@ import torch
 
 from advisor.errors import PassError
 from advisor.examples import digits, models
-from advisor.passes.base import (PassContext, RetrainBudget, config_from_dict, config_to_dict,
-                                 get_pass)
-from advisor.passes.distill import (DistillConfig, DistillStudentConfig, build_student,
-                                    classifier_name, feature_stages, resolve_feature_pairs,
-                                    width_reduced_copy)
+from advisor.passes.base import PassContext, RetrainBudget, get_pass
+from advisor.passes.config import config_from_dict, config_to_dict
+from advisor.passes.distill import DistillConfig, DistillStudentConfig
+from advisor.passes.kd_features import classifier_name, feature_stages, resolve_feature_pairs
+from advisor.passes.kd_students import build_student, width_reduced_copy
 
 X = torch.zeros(2, 3, 32, 32)
 SHAPE = (1, 3, 32, 32)

@@ -39,7 +39,8 @@ def ctx(budget: str = "none", loaders=None, shape=SHAPE, epochs: int | None = No
 
 
 def factorize(model, context=None, **config):
-    from advisor.passes.base import config_from_dict, get_pass
+    from advisor.passes.base import get_pass
+    from advisor.passes.config import config_from_dict
 
     spec = get_pass("factorize")
     return spec.apply(model, config_from_dict(spec.config_cls, config), context or ctx())
@@ -264,11 +265,11 @@ class Wide(nn.Module):
 def _quick_timer(monkeypatch):
     fz = fz_module()
 
-    class QuickTimer(fz._LayerTimer):
+    class QuickTimer(fz.LayerTimer):
         def __init__(self, target):
             super().__init__(target, budget_s=0.15, rounds=3)
 
-    monkeypatch.setattr(fz, "_LayerTimer", QuickTimer)
+    monkeypatch.setattr(fz, "LayerTimer", QuickTimer)
 
 
 def _min_ms(model: nn.Module, shape, rounds: int = 5) -> float:
@@ -364,7 +365,7 @@ def test_finetune_is_refused_without_a_budget_or_data(digits_loaders, monkeypatc
     def never(*a, **k):
         raise AssertionError("refused only after factorizing")
 
-    monkeypatch.setattr(fz, "_discover", never)  # the refusal comes before any work
+    monkeypatch.setattr(fz, "discover", never)  # the refusal comes before any work
     model = build_arch("vgg")
     with pytest.raises(PassError, match="retraining budget") as err:
         factorize(model, ctx("none", digits_loaders), **FT)

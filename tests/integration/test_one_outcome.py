@@ -35,11 +35,11 @@ def test_latency_times_speedup_is_the_baseline_latency_for_every_candidate(appli
 
 
 def test_chosen_plan_is_on_the_pareto_front_of_the_plot(applied):
-    from advisor.report import view
+    from advisor.report import plot_data
 
     _, r = applied
     assert r["chosen"] is not None, "a 50-point budget is met by any int8 plan"
-    front = {p.id for p in view.pareto_front(view.plot_points(r))}
+    front = {p.id for p in plot_data.pareto_front(plot_data.plot_points(r))}
     assert r["chosen"]["id"] in front
 
 

@@ -93,7 +93,8 @@ def test_in_memory_labels_beyond_classes_are_refused(reference, no_measure):
 
 
 def test_labels_of_a_hook_dataset_are_checked(tmp_path, monkeypatch):
-    from advisor.data import check_labels, load_data
+    from advisor.data import load_data
+    from advisor.data_checks import check_labels
 
     (tmp_path / "bad_input_hooks.py").write_text(
         "import torch\nfrom torch.utils.data import Dataset\n"
@@ -111,7 +112,7 @@ def test_labels_of_a_hook_dataset_are_checked(tmp_path, monkeypatch):
 
 
 def test_synthetic_calibration_labels_are_not_refused():
-    from advisor.data import check_labels, label_range
+    from advisor.data_checks import check_labels, label_range
 
     calib = DataLoader(TensorDataset(X, torch.full((len(X),), -1)), batch_size=32)
     assert label_range(calib) is None
@@ -135,7 +136,8 @@ def test_non_finite_inputs_are_refused(artefacts, tmp_path, capsys, no_measure, 
 def test_non_finite_inputs_in_npz_and_hook_batches(tmp_path, monkeypatch):
     import numpy as np
 
-    from advisor.data import label_range, load_data
+    from advisor.data import load_data
+    from advisor.data_checks import label_range
 
     f = tmp_path / "d.npz"
     x = X.numpy().copy()
@@ -265,7 +267,7 @@ def test_profile_json_unwritable_fails_before_measuring(tmp_path, capsys, no_mea
 # ---- absurd input shapes -------------------------------------------------------------------
 
 def test_check_input_size():
-    from advisor.data import check_input_size
+    from advisor.data_checks import check_input_size
 
     check_input_size("1,3,224,224")
     check_input_size((1, 3, 224, 224), batch_size=64)
@@ -400,7 +402,7 @@ def test_plan_data_specs_are_absolute_and_hashed(tmp_path, monkeypatch):
 
 
 def test_hooks_stay_as_written_and_folders_hash_their_listing(tmp_path):
-    from advisor.data import absolute_spec, data_fingerprint
+    from advisor.data_checks import absolute_spec, data_fingerprint
 
     assert absolute_spec("pkg.mod:fn") == "pkg.mod:fn" and data_fingerprint("pkg.mod:fn") is None
     d = tmp_path / "imgs" / "a"

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from advisor.cli import main
-from advisor.measure.profile import Profile
+from advisor.measure.profile_record import Profile
 
 
 def test_profile_command_writes_json(tmp_path, tiny_artifacts, one_thread_target, capsys):

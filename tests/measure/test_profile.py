@@ -7,7 +7,8 @@ import json
 import pytest
 
 from advisor.errors import TargetError
-from advisor.measure.profile import SCHEMA_VERSION, Profile, profile_model
+from advisor.measure.profile import profile_model
+from advisor.measure.profile_record import SCHEMA_VERSION, Profile
 from advisor.model_io import LoadedModel
 from advisor.targets import load_target
 
@@ -142,10 +143,10 @@ def test_unknown_runtime_and_unavailable_target(tiny_model, tiny_artifacts, one_
     ({"threads": 2, "preemptions_per_s": 40.0, "cpu_share": 0.5, "cv": 0.05}, None),
 ])
 def test_disturbed_timings_are_flagged(entry, expected):
-    from advisor.measure.profile import _noise_warnings
+    from advisor.measure.profile_checks import noise_warnings
 
     warnings: list[str] = []
-    _noise_warnings({"torch": {"status": "ok", "load_average": [3.0], **entry}}, warnings)
+    noise_warnings({"torch": {"status": "ok", "load_average": [3.0], **entry}}, warnings)
     if expected is None:
         assert warnings == []
     else:

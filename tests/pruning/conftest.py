@@ -63,7 +63,8 @@ def mlp_copy(digits_mlp):
 
 
 def run_pass(name: str, model, ctx, **config):
-    from advisor.passes.base import config_from_dict, get_pass
+    from advisor.passes.base import get_pass
+    from advisor.passes.config import config_from_dict
 
     spec = get_pass(name)
     return spec.apply(model, config_from_dict(spec.config_cls, config), ctx)

@@ -177,7 +177,7 @@ def test_bn_scale_needs_batchnorm(make_ctx, mlp_copy):
 
 
 def test_replay_reproduces_the_pruned_model(make_ctx):
-    from advisor.passes.structured import replay
+    from advisor.passes.depgraph import replay
 
     model = build("resnet")
     res = run_pass("prune_structured", model, make_ctx(), ratio=0.5)

@@ -9,7 +9,8 @@ import onnx
 import pytest
 
 from advisor.errors import DataError, PassError
-from advisor.passes.base import config_from_dict, config_to_dict, get_pass
+from advisor.passes.base import get_pass
+from advisor.passes.config import config_from_dict, config_to_dict
 from advisor.passes.quantize import Int8StaticConfig, choose_int8_types, int8_static
 from advisor.passes.onnx_common import layer_names
 from advisor.passes.qdq import fp32_nodes_after_quantization

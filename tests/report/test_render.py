@@ -8,7 +8,7 @@ import pytest
 
 from advisor.report import render_html, render_markdown, write_reports
 from advisor.report import schema as schema_mod
-from advisor.report import view
+from advisor.report import before_after, facts, plot_data
 
 EVIL = "models/<script>alert('x')</script>&co.pt2"
 
@@ -129,7 +129,7 @@ def test_html_hotspots_before_after(report):
 def test_hotspots_pair_by_name_when_names_match(report):
     report["chosen"]["hotspots"] = [dict(h, share=h["share"] * 0.8)
                                     for h in report["baseline"]["hotspots"][1:]]
-    hv = view.hotspot_view(report)
+    hv = before_after.hotspot_view(report)
     assert hv.matched
     assert hv.paired[0] == ("(outside layers)", 0.19, None)  # gone after → no bar
     section = view_svg(render_html(report), "hotspots")
@@ -173,12 +173,12 @@ def view_svg(html: str, section: str) -> str:
 # ---- derived values ---------------------------------------------------------------------------
 
 def test_pareto_front_keeps_only_non_dominated_points():
-    P = view.Point
+    P = plot_data.Point
     pts = [P("a", "a", 1.0, 90, "ok", ""), P("b", "b", 2.0, 95, "ok", ""),
            P("c", "c", 2.5, 93, "ok", ""),  # slower and worse than b
            P("d", "d", 3.0, 95, "ok", ""),  # as good as b but slower
            P("e", "e", 4.0, 97, "ok", ""), P("f", "f", 1.0, 85, "ok", "")]
-    assert [p.id for p in view.pareto_front(pts)] == ["a", "b", "e"]
+    assert [p.id for p in plot_data.pareto_front(pts)] == ["a", "b", "e"]
 
 
 def test_nice_ticks_are_round_and_cover_the_range():
@@ -196,14 +196,14 @@ def test_relative_max_drop_is_shown_in_points(report):
                            max_size=None, retrain="none", budget=None, has_train_data=False)
     report["factors"].update(max_drop=0.0, max_drop_relative=0.02,  # as analyze writes them
                              allowed_drop_points=factors.allowed_drop_points(0.9811))
-    assert view.allowed_drop(report) == pytest.approx(1.9622)
-    assert view.max_drop_text(report) == "2% of the baseline (1.96 pts)"
+    assert facts.allowed_drop(report) == pytest.approx(1.9622)
+    assert facts.max_drop_text(report) == "2% of the baseline (1.96 pts)"
 
 
 def test_svg_standalone_has_the_namespace():
     from advisor.report import svg_bars, svg_scatter
 
-    p = [view.Point("a", "a", 1.0, 90.0, "ok", "a")]
+    p = [plot_data.Point("a", "a", 1.0, 90.0, "ok", "a")]
     assert 'xmlns="http://www.w3.org/2000/svg"' in svg_scatter(
         p, title="t", x_label="x", y_label="y", standalone=True)
     assert "xmlns" not in svg_bars([("l", [1.0])], ["s"], title="t", x_label="x")

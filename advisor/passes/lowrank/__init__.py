@@ -4,7 +4,9 @@
   Linear layers, and the small modules that replace them.
 - `vbmf`: empirical variational Bayesian matrix factorization (the automatic rank choice).
 - `allocate`: ranks by retained energy, and a global FLOPs/latency budget spread over the layers.
+- `layers`: the model's Conv2d/Linear layers at the input shape, and which may be factorized.
+- `ranks`: the pass's rank choice per layer (energy, VBMF, replay) or global (FLOPs/latency).
+- `timing`: replace a layer only where it pays; micro-benchmarks of layers on the target.
 
-The pass itself (config, registry entry, latency checks on the target) is
-`advisor.passes.factorize`.
+The pass itself (config, registry entry, fine-tune) is `advisor.passes.factorize`.
 """

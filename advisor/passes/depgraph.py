@@ -1,0 +1,178 @@
+"""Channel removal with torch-pruning's dependency graph (DepGraph), and what must stay whole.
+
+`prune_channels` drives torch-pruning's pruner to a channel ratio (global or local ranking, in
+one or more steps, every group capped at `max_layer_ratio` of its initial channels) and records
+the removed *original* channel indices per module and the pruning history, which `replay` redoes
+on the original weights. `protected_layers` finds what is never pruned: the output layer, the
+user's `ignore_layers`, and the producers of their inputs. The coupling of layers (residual adds,
+concatenations, depthwise/grouped convs, BatchNorm) always comes from the DepGraph (Fang et al.,
+2023; arXiv:2301.12900). Used by the ``prune_structured`` pass (`advisor.passes.structured`).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from advisor.passes.importance import make_importance
+from advisor.passes.torch_common import output_layer, prunable_within, resolve_layers
+
+if TYPE_CHECKING:
+    from advisor.passes.structured import StructuredPruneConfig
+
+_ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_CHANNEL_TYPES = _ROOT_TYPES + (nn.modules.batchnorm._BatchNorm,)
+
+
+def prune_channels(model: nn.Module, ratio: float, config: StructuredPruneConfig,
+                   example: torch.Tensor, protect: dict, data: dict) -> dict[str, Any]:
+    """Prune `model` in place to `ratio` of channels removed; returns what was removed."""
+    model.eval()
+    names = {m: n for n, m in model.named_modules()}
+    before = {n: _out_channels(m) for n, m in model.named_modules() if isinstance(m, _CHANNEL_TYPES)}
+    alive = {n: list(range(c)) for n, c in before.items()}
+    removed: dict[str, list[int]] = {n: [] for n in before}
+    importance = make_importance(config.criterion, config.scope, **data)
+    record: dict[str, Any] = {"ratio": ratio, "iterative_steps": config.iterative_steps}
+    if ratio > 0:
+        modules = dict(model.named_modules())
+        ignored = [modules[n] for n in protect["layers"]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pruner = tp.pruner.BasePruner(
+                model, example, importance=importance, global_pruning=config.scope == "global",
+                pruning_ratio=ratio, iterative_steps=config.iterative_steps,
+                ignored_layers=ignored, round_to=config.round_to,
+                max_pruning_ratio=config.max_layer_ratio,
+                root_module_types=list(_ROOT_TYPES))
+        dg = pruner.DG
+        check = dg.check_pruning_group
+        # torch-pruning silently skips a group whose every channel falls under the global
+        # threshold; we let it through and cap it at max_layer_ratio ourselves (_cap).
+        dg.check_pruning_group = lambda group: True
+        try:
+            for _ in range(config.iterative_steps):
+                importance.prepare(model)
+                for group in pruner.step(interactive=True):
+                    group = _cap(group, pruner, importance, config)
+                    if group is None or not check(group):
+                        continue
+                    _track(group, names, alive, removed)
+                    group.prune()
+        finally:
+            dg.check_pruning_group = check
+        model.zero_grad(set_to_none=True)
+        record["history"] = _json_history(pruner.pruning_history())
+        if getattr(importance, "fallback_groups", None):
+            record["fallback_groups"] = sorted(importance.fallback_groups)
+    else:
+        record["history"] = []
+    after = {n: _out_channels(m) for n, m in model.named_modules() if n in before}
+    record["channels"] = {n: {"before": before[n], "after": after[n], "removed": sorted(removed[n])}
+                          for n in before if after.get(n) != before[n]}
+    convs = [n for n, m in model.named_modules() if isinstance(m, _ROOT_TYPES)]
+    tot_b, tot_a = sum(before[n] for n in convs), sum(after[n] for n in convs)
+    record["channels_total"] = {"before": tot_b, "after": tot_a,
+                                "removed_fraction": round(1 - tot_a / max(1, tot_b), 6)}
+    return record
+
+
+def replay(model: nn.Module, history: list, example_inputs: torch.Tensor) -> nn.Module:
+    """Redo a recorded pruning history on a copy of the original model (audit / `apply`)."""
+    model = copy.deepcopy(model).eval()
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    dg.load_pruning_history([[n, bool(out), [int(i) for i in idxs]] for n, out, idxs in history])
+    return model
+
+
+def _cap(group, pruner, importance, config: StructuredPruneConfig):
+    """Limit one group's removal to max_layer_ratio of its initial channels (None: skip it)."""
+    dg = pruner.DG
+    dep, idxs = group[0]
+    module, fn = dep.target.module, dep.handler
+    is_out = dg.is_out_channel_pruning_fn(fn)
+    current = dg.get_out_channels(module) if is_out else dg.get_in_channels(module)
+    if current is None or pruner._get_channel_groups(group) > 1:
+        return group
+    initial = (pruner.layer_init_out_ch if is_out else pruner.layer_init_in_ch).get(module, current)
+    keep_min = max(1, math.ceil(initial * (1 - config.max_layer_ratio)))
+    if config.round_to:
+        keep_min = math.ceil(keep_min / config.round_to) * config.round_to
+    allowed = current - keep_min
+    if len(idxs) <= allowed:
+        return group
+    if allowed <= 0:
+        return None
+    scores = importance(dg.get_pruning_group(module, fn, list(range(current))))
+    order = sorted(idxs, key=lambda i: float(scores[i])) if scores is not None else sorted(idxs)
+    return dg.get_pruning_group(module, fn, sorted(order[:allowed]))
+
+
+def _track(group, names, alive, removed) -> None:
+    """Map a group's pruned indices back to original channel numbers, per module."""
+    seen = set()
+    for dep, idxs in group:
+        module = dep.target.module
+        name = names.get(module)
+        if name not in alive or name in seen or not group._DG.is_out_channel_pruning_fn(dep.handler):
+            continue
+        seen.add(name)
+        gone = set(int(i) for i in idxs)
+        removed[name] += [alive[name][i] for i in sorted(gone)]
+        alive[name] = [c for j, c in enumerate(alive[name]) if j not in gone]
+
+
+def _json_history(history) -> list:
+    return [[str(n), bool(out), [int(i) for i in idxs]] for n, out, idxs in history]
+
+
+def _out_channels(m: nn.Module) -> int:
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return m.num_features
+    return m.out_channels
+
+
+# ---- what is never pruned ------------------------------------------------------------------
+
+def protected_layers(model: nn.Module, example: torch.Tensor,
+                     ignore_layers: tuple[str, ...]) -> dict[str, Any]:
+    """The output layer and the user's layers (with the producers of their inputs)."""
+    out_layer = output_layer(model, example)
+    user = prunable_within(model, resolve_layers(model, ignore_layers))
+    producers = _input_producers(model, example, user)
+    layers = sorted(set([out_layer] if out_layer else []) | set(user) | set(producers))
+    return {"output_layer": out_layer, "ignore_layers": sorted(user),
+            "input_producers": sorted(set(producers) - set(user)), "layers": layers}
+
+
+def _input_producers(model: nn.Module, example: torch.Tensor, layers: list[str]) -> list[str]:
+    """Layers whose output channels feed the inputs of `layers` (so those inputs stay whole)."""
+    if not layers:
+        return []
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    modules = dict(model.named_modules())
+    names = {m: n for n, m in modules.items()}
+    out = []
+    for n in layers:
+        m = modules[n]
+        pruner = dg.get_pruner_of_module(m)
+        cin = dg.get_in_channels(m)
+        if pruner is None or not cin:
+            continue
+        group = dg.get_pruning_group(m, pruner.prune_in_channels, list(range(cin)))
+        for dep, _ in group:
+            t = dep.target.module
+            if isinstance(t, _ROOT_TYPES) and dg.is_out_channel_pruning_fn(dep.handler) \
+                    and names.get(t) not in out:
+                out.append(names[t])
+    return out
