@@ -126,6 +126,15 @@ def _load_weights(module: nn.Module, state: dict, what: str) -> None:
     if all(k.startswith("module.") for k in state) and \
             not any(k.startswith("module.") for k in module.state_dict()):
         state = {k[len("module."):]: v for k, v in state.items()}
+    if getattr(state, "_metadata", None) is None:
+        # weights taken from a torch.export program carry no per-module versions; modules that
+        # check theirs (torchvision's MNASNet) then refuse to load: the factory's own apply
+        from collections import OrderedDict
+
+        meta = getattr(module.state_dict(), "_metadata", None)
+        state = OrderedDict(state)
+        if meta is not None:
+            state._metadata = meta
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:

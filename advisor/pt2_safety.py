@@ -74,7 +74,10 @@ _PROGRAM = re.compile(r"^models/([A-Za-z0-9_][A-Za-z0-9_.\-]*)\.json$")
 _EXTRA = re.compile(r"^extra/([A-Za-z0-9_][A-Za-z0-9_.\-]*)$")
 _PAYLOAD = {"weights": re.compile(r"^weight_\d+$"), "constants": re.compile(r"^tensor_\d+$")}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_FQN = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+# module paths: dotted segments of letters, digits, "_" and (inside a segment) "-", as in
+# torchvision's RegNet ("trunk_output.block4.block4-5"); torch.fx writes a segment that is not an
+# identifier as a quoted string (getattr(self, "block4-5")), and "-" cannot end a string literal
+_FQN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)*$")
 # a line break for Python's tokenizer (\r, \n) or any other control character
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]")
 

@@ -15,6 +15,21 @@ torch.set_num_threads(1)
 _TRAINED: dict[str, object] = {}
 
 
+# the zoo's coverage table (tests/zoo/table.py): collected here, where every test report
+# arrives — the pytest-xdist controller loads this conftest but not tests/zoo's
+def pytest_runtest_logreport(report):
+    if any(name == "zoo_cell" for name, _ in getattr(report, "user_properties", ())):
+        from tests.zoo.table import collect
+        collect(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import os
+    if os.environ.get("ADVISOR_ZOO_TABLE"):
+        from tests.zoo.table import write_if_asked
+        write_if_asked(session)
+
+
 @pytest.fixture(scope="session")
 def digits_splits():
     from advisor.examples.digits import load_digits_splits

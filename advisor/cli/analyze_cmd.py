@@ -7,12 +7,13 @@ from typing import Annotated, Optional
 import typer
 
 from advisor.cli import app
-from advisor.cli.options import (ArchKwargsOpt, ArchOpt, CropOpt, FromProfileOpt, InputShapeOpt,
-                                 MaxTrialsOpt, MeanOpt, PreprocessOpt, RepeatsOpt, ResizeOpt,
-                                 StdOpt, TargetOpt, TrustPickleOpt, preprocess_arg)
+from advisor.cli.options import (ArchKwargsOpt, ArchOpt, FromProfileOpt, InputShapeOpt,
+                                 MaxTrialsOpt, RepeatsOpt, TargetOpt, TrustPickleOpt,
+                                 with_preprocess_options)
 
 
 @app.command("analyze")
+@with_preprocess_options
 def analyze_cmd(
     model: Annotated[str, typer.Argument(help="Model file (.pt2 recommended, .onnx, TorchScript, state_dict + --arch) or pkg.module:factory.")],
     target: TargetOpt = "cpu",
@@ -29,17 +30,13 @@ def analyze_cmd(
     apply: Annotated[bool, typer.Option("--apply", help="Also write the optimized model (needs --out).")] = False,
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = None,
-    preprocess: PreprocessOpt = None,
-    resize: ResizeOpt = None,
-    crop: CropOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
     input_shape: InputShapeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     from_profile: FromProfileOpt = None,
     max_trials: MaxTrialsOpt = 20,
     repeats: RepeatsOpt = 100,
     inline: Annotated[bool, typer.Option("--inline", help="Run trials in this process (no isolation; debugging).")] = False,
+    preprocess=None,  # from with_preprocess_options
 ) -> None:
     """Measure MODEL on the target, choose compression plans by the four factors, try them, and report."""
     from advisor.api import analyze
@@ -53,7 +50,7 @@ def analyze_cmd(
                          max_latency=max_latency, max_size=max_size, retrain=retrain, data=data,
                          test_data=test_data, train_data=train_data, budget=budget, out=out,
                          apply=apply, arch=arch, arch_kwargs=arch_kwargs,
-                         preprocess=preprocess_arg(preprocess, resize, crop, mean, std),
+                         preprocess=preprocess,
                          input_shape=input_shape,
                          trust_pickle=trust_pickle, from_profile=from_profile,
                          executor="inline" if inline else "process", max_trials=max_trials,

@@ -7,11 +7,12 @@ from typing import Annotated, Optional
 import typer
 
 from advisor.cli import app
-from advisor.cli.options import (ArchKwargsOpt, ArchOpt, CropOpt, InputShapeOpt, MeanOpt,
-                                 PreprocessOpt, ResizeOpt, StdOpt, TrustPickleOpt, preprocess_arg)
+from advisor.cli.options import (ArchKwargsOpt, ArchOpt, InputShapeOpt, TrustPickleOpt,
+                                 with_preprocess_options)
 
 
 @app.command("apply")
+@with_preprocess_options
 def apply_cmd(
     model: Annotated[str, typer.Argument(help="The ORIGINAL model the plan was made for.")],
     plan: Annotated[Path, typer.Option("--plan", help="plan.json written by `advisor analyze --out`.")],
@@ -21,16 +22,12 @@ def apply_cmd(
     data: Annotated[Optional[str], typer.Option("--data", help="Calibration/validation data (default: as recorded in the plan).")] = None,
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = None,
-    preprocess: PreprocessOpt = None,
-    resize: ResizeOpt = None,
-    crop: CropOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
     input_shape: InputShapeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     allow_import: Annotated[Optional[list[str]], typer.Option(
         "--allow-import", help="Let the plan import this pkg.module:name (a student "
                                "architecture, a data hook); repeatable. Importing runs code.")] = None,
+    preprocess=None,  # from with_preprocess_options
 ) -> None:
     """Replay PLAN on MODEL deterministically, write the optimized model, and show before/after."""
     from rich.table import Table
@@ -42,7 +39,7 @@ def apply_cmd(
     with console.status("applying the plan and re-measuring..."):
         res = apply_plan(model, plan, out=out, target=target, train_data=train_data,
                          calib_data=data, arch=arch, arch_kwargs=arch_kwargs,
-                         preprocess=preprocess_arg(preprocess, resize, crop, mean, std),
+                         preprocess=preprocess,
                          input_shape=input_shape,
                          trust_pickle=trust_pickle, progress=False,
                          allow_imports=tuple(allow_import or ()))

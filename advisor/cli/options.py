@@ -48,6 +48,31 @@ StdOpt = Annotated[Optional[str], typer.Option(
     "--std", help="Per-channel std divided by after the mean, e.g. 0.229,0.224,0.225.")]
 
 
+def with_preprocess_options(command):
+    """Give a command the five preprocessing options (--preprocess, --resize, --crop, --mean,
+    --std), declared once here; the command receives them as one `preprocess` argument (a
+    `Preprocess`, or None when none was given). typer reads the signature set here."""
+    import functools
+    import inspect
+
+    extra = {"preprocess_preset": PreprocessOpt, "resize": ResizeOpt, "crop": CropOpt,
+             "mean": MeanOpt, "std": StdOpt}
+    sig = inspect.signature(command, eval_str=True)  # the commands use postponed annotations
+    params = [p for p in sig.parameters.values() if p.name != "preprocess"]
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
+               for n, a in extra.items()]
+
+    @functools.wraps(command)
+    def wrapper(*args, preprocess_preset=None, resize=None, crop=None, mean=None, std=None,
+                **kwargs):
+        return command(*args, preprocess=preprocess_arg(preprocess_preset, resize, crop, mean,
+                                                        std), **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
 def preprocess_arg(preprocess, resize, crop, mean, std):
     """The command line's preprocessing options as one `Preprocess` (None: none given)."""
     if all(v is None for v in (preprocess, resize, crop, mean, std)):

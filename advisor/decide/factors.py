@@ -109,6 +109,10 @@ def make_factors(*, hardware: str, goal: str = "latency", max_drop: str = "1%",
                    budget_seconds=parse_duration_s(budget) if budget else None)
 
 
+# what every latency measurement of analyze (baseline and trials) takes
+MEASURE_KEYS = ("warmup", "repeats", "max_seconds", "processes")
+
+
 def check_search_limits(*, max_trials: int, measure: dict | None = None) -> None:
     """Refuse search/measurement limits that would try or time nothing (`--max-trials 0`,
     `--repeats 0`, a non-positive `--max-seconds`) before any work; the CLI's options already
@@ -118,6 +122,10 @@ def check_search_limits(*, max_trials: int, measure: dict | None = None) -> None
     if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
         raise FactorError(f"max_trials must be an integer of at least 1, got {max_trials!r}",
                           "try at least one candidate (--max-trials 1 or more)")
+    unknown = sorted(set(measure or {}) - set(MEASURE_KEYS))
+    if unknown:  # a key the trials' latency measurement does not take would fail every trial
+        raise FactorError(f"unknown measurement setting(s): {', '.join(unknown)}",
+                          f"analyze's measure= takes {', '.join(MEASURE_KEYS)}")
     for key, low in (("repeats", 1), ("warmup", 0), ("processes", 1)):
         v = (measure or {}).get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):

@@ -19,6 +19,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from advisor.errors import PassError
 from advisor.passes.importance import make_importance
 from advisor.passes.torch_common import output_layer, prunable_within, resolve_layers
 
@@ -40,36 +41,15 @@ def prune_channels(model: nn.Module, ratio: float, config: StructuredPruneConfig
     importance = make_importance(config.criterion, config.scope, **data)
     record: dict[str, Any] = {"ratio": ratio, "iterative_steps": config.iterative_steps}
     if ratio > 0:
-        modules = dict(model.named_modules())
-        ignored = [modules[n] for n in protect["layers"]]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pruner = tp.pruner.BasePruner(
-                model, example, importance=importance, global_pruning=config.scope == "global",
-                pruning_ratio=ratio, iterative_steps=config.iterative_steps,
-                ignored_layers=ignored, round_to=config.round_to,
-                max_pruning_ratio=config.max_layer_ratio,
-                root_module_types=list(_ROOT_TYPES))
-        dg = pruner.DG
-        check = dg.check_pruning_group
-        # torch-pruning silently skips a group whose every channel falls under the global
-        # threshold; we let it through and cap it at max_layer_ratio ourselves (_cap).
-        dg.check_pruning_group = lambda group: True
         try:
-            for _ in range(config.iterative_steps):
-                importance.prepare(model)
-                for group in pruner.step(interactive=True):
-                    group = _cap(group, pruner, importance, config)
-                    if group is None or not check(group):
-                        continue
-                    _track(group, names, alive, removed)
-                    group.prune()
-        finally:
-            dg.check_pruning_group = check
-        model.zero_grad(set_to_none=True)
-        record["history"] = _json_history(pruner.pruning_history())
-        if getattr(importance, "fallback_groups", None):
-            record["fallback_groups"] = sorted(importance.fallback_groups)
+            _prune_steps(model, ratio, config, example, protect, importance, names, alive,
+                         removed, record)
+        except (ZeroDivisionError, IndexError, KeyError) as e:  # DepGraph lost the channels
+            raise PassError(f"prune_structured: torch-pruning cannot follow the channels through "
+                            f"this model's graph ({_where(e)}); channel shuffles (ShuffleNet) and "
+                            "reshapes that regroup channels are not supported",
+                            "use factorization or int8 for this model, or ignore_layers the "
+                            "blocks involved") from e
     else:
         record["history"] = []
     after = {n: _out_channels(m) for n, m in model.named_modules() if n in before}
@@ -80,6 +60,49 @@ def prune_channels(model: nn.Module, ratio: float, config: StructuredPruneConfig
     record["channels_total"] = {"before": tot_b, "after": tot_a,
                                 "removed_fraction": round(1 - tot_a / max(1, tot_b), 6)}
     return record
+
+
+def _prune_steps(model, ratio, config, example, protect, importance, names, alive, removed,
+                 record) -> None:
+    """torch-pruning's pruner, step by step, with every group capped and tracked."""
+    modules = dict(model.named_modules())
+    ignored = [modules[n] for n in protect["layers"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = tp.pruner.BasePruner(
+            model, example, importance=importance, global_pruning=config.scope == "global",
+            pruning_ratio=ratio, iterative_steps=config.iterative_steps,
+            ignored_layers=ignored, round_to=config.round_to,
+            max_pruning_ratio=config.max_layer_ratio,
+            root_module_types=list(_ROOT_TYPES))
+    dg = pruner.DG
+    check = dg.check_pruning_group
+    # torch-pruning silently skips a group whose every channel falls under the global
+    # threshold; we let it through and cap it at max_layer_ratio ourselves (_cap).
+    dg.check_pruning_group = lambda group: True
+    try:
+        for _ in range(config.iterative_steps):
+            importance.prepare(model)
+            for group in pruner.step(interactive=True):
+                group = _cap(group, pruner, importance, config)
+                if group is None or not check(group):
+                    continue
+                _track(group, names, alive, removed)
+                group.prune()
+    finally:
+        dg.check_pruning_group = check
+    model.zero_grad(set_to_none=True)
+    record["history"] = _json_history(pruner.pruning_history())
+    if getattr(importance, "fallback_groups", None):
+        record["fallback_groups"] = sorted(importance.fallback_groups)
+
+
+def _where(e: BaseException) -> str:
+    import traceback
+    from pathlib import Path
+
+    tb = traceback.extract_tb(e.__traceback__)[-1]
+    return f"{type(e).__name__} in {Path(tb.filename).name}:{tb.lineno}"
 
 
 def replay(model: nn.Module, history: list, example_inputs: torch.Tensor) -> nn.Module:
@@ -143,13 +166,69 @@ def _out_channels(m: nn.Module) -> int:
 
 def protected_layers(model: nn.Module, example: torch.Tensor,
                      ignore_layers: tuple[str, ...]) -> dict[str, Any]:
-    """The output layer and the user's layers (with the producers of their inputs)."""
+    """The output layer and the user's layers (with the producers of their inputs), and in a
+    transformer the layers that write its token width (see `attention_protected`)."""
     out_layer = output_layer(model, example)
     user = prunable_within(model, resolve_layers(model, ignore_layers))
     producers = _input_producers(model, example, user)
-    layers = sorted(set([out_layer] if out_layer else []) | set(user) | set(producers))
+    attention = attention_protected(model)
+    layers = sorted(set([out_layer] if out_layer else []) | set(user) | set(producers) |
+                    set(attention))
     return {"output_layer": out_layer, "ignore_layers": sorted(user),
-            "input_producers": sorted(set(producers) - set(user)), "layers": layers}
+            "input_producers": sorted(set(producers) - set(user)),
+            "attention": sorted(set(attention) - set(user)), "layers": layers}
+
+
+# window attention indexes its relative-position table by head and window: torch-pruning's
+# DepGraph over torchvision's swin_t did not finish within 23 GB here
+_UNSUPPORTED_ATTENTION = ("ShiftedWindowAttention", "ShiftedWindowAttentionV2", "WindowAttention")
+
+
+def refuse_unsupported(model: nn.Module) -> None:
+    """A PassError, before any work, for blocks structured pruning cannot follow."""
+    for name, m in model.named_modules():
+        if type(m).__name__ in _UNSUPPORTED_ATTENTION:
+            raise PassError(f"prune_structured: cannot prune through the shifted-window attention "
+                            f"{name} ({type(m).__name__}): its relative-position bias is indexed "
+                            "by head and window, which torch-pruning's dependency graph does not "
+                            "follow", "use int8 or factorization for Swin models")
+
+
+def _attention_modules(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
+    """(name, module, embedding width) of every attention block: nn.MultiheadAttention, or a
+    module with `num_heads` and a qkv projection (timm's Attention)."""
+    found = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.MultiheadAttention):
+            found.append((name, m, m.embed_dim))
+        elif isinstance(getattr(m, "num_heads", None), int) and \
+                isinstance(getattr(m, "qkv", None), nn.Linear):
+            found.append((name, m, m.qkv.in_features))
+    return found
+
+
+def attention_protected(model: nn.Module) -> list[str]:
+    """In a transformer, the layers whose output is the token width or feeds attention.
+
+    The token width (ViT-B: 768) runs through the patch embedding, every residual add,
+    LayerNorm, the class token and the position embedding, and models read it back from a
+    Python attribute (`hidden_dim`) to reshape; the attention's q/k/v widths are split into
+    heads the same way. Pruning either breaks the forward pass (measured: torchvision's ViT
+    fails in `_process_input`, timm's in `Attention.forward`). What stays prunable is each MLP's
+    hidden width (ViT-B: 3072), coupled only to the next Linear — the bulk of a ViT's FLOPs."""
+    attn = _attention_modules(model)
+    if not attn:
+        return []
+    widths = {w for _, _, w in attn}  # q/k/v projections are inside the attention blocks
+    inside = {n for an, _, _ in attn for n, _ in model.named_modules()
+              if n == an or n.startswith(an + ".")}
+    out = []
+    for n, m in model.named_modules():
+        if not isinstance(m, _ROOT_TYPES):
+            continue
+        if n in inside or _out_channels(m) in widths:
+            out.append(n)
+    return out
 
 
 def _input_producers(model: nn.Module, example: torch.Tensor, layers: list[str]) -> list[str]:

@@ -115,7 +115,22 @@ def torch_dynamic_int8(model, config: TorchDynamicInt8Config, ctx: PassContext) 
                  if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")]
     x = ctx.example_inputs[0] if ctx.example_inputs else torch.randn(*ctx.input_shape)
     with torch.inference_mode():
-        ref, got = model.eval()(x), qmodel(x)
+        ref = model.eval()(x)
+        try:
+            got = qmodel(x)
+        except (TypeError, RuntimeError, AttributeError) as e:
+            # a model that reads a Linear's weight itself (torchvision's Swin calls
+            # F.linear(x, self.qkv.weight)) finds a method there once the layer is quantized
+            import traceback
+            from pathlib import Path
+
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            raise PassError(f"torch_dynamic_int8: the quantized model does not run "
+                            f"({Path(tb.filename).name}:{tb.lineno} {tb.line or ''}: "
+                            f"{type(e).__name__}); the model uses its Linear weights directly, "
+                            "which dynamic int8 modules do not expose",
+                            "use int8_dynamic or int8_static (ONNX Runtime) for this model") \
+                from e
     info: dict[str, Any] = {"engine": engine, "quantized_modules": quantized,
                             "state_bytes_before": state_bytes(model),
                             "state_bytes_after": state_bytes(qmodel),

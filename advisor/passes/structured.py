@@ -46,7 +46,7 @@ from torch import nn
 from advisor.errors import PassError
 from advisor.passes.base import PassContext, PassResult, register_pass
 from advisor.passes.config import check_config
-from advisor.passes.depgraph import prune_channels, protected_layers
+from advisor.passes.depgraph import prune_channels, protected_layers, refuse_unsupported
 from advisor.passes.importance import Criterion
 from advisor.passes.prune_targets import search_flops, search_latency
 from advisor.passes.torch_common import (budget_train_config, count_flops, example_input,
@@ -95,6 +95,7 @@ def apply_structured(model: nn.Module, config: StructuredPruneConfig,
     """Prune channels of a copy of `model` to the configured ratio, FLOPs or latency target."""
     require_module("prune_structured", model)
     _validate(config)
+    refuse_unsupported(model)  # before any work: the attention blocks DepGraph cannot follow
     base = copy.deepcopy(model).eval()
     example = example_input(ctx, max_rows=1)
     shape = tuple(ctx.input_shape)

@@ -42,3 +42,17 @@ def test_retrain_without_train_data_is_an_error():
 def test_unknown_goal():
     with pytest.raises(FactorError, match="goal"):
         make_factors(hardware="cpu", goal="speed")
+
+
+def test_unknown_measurement_settings_are_refused_before_any_work():
+    """A measure= key the trials' latency measurement does not take used to fail every trial
+    (TypeError inside each worker) and choose nothing; now it is a one-line FactorError."""
+    import pytest
+
+    from advisor.decide.factors import check_search_limits
+    from advisor.errors import FactorError
+
+    with pytest.raises(FactorError, match="unknown measurement setting.*hotspot_runs"):
+        check_search_limits(max_trials=3, measure={"repeats": 5, "hotspot_runs": 3})
+    check_search_limits(max_trials=3, measure={"repeats": 5, "warmup": 1, "max_seconds": 2.0,
+                                               "processes": 1})

@@ -129,3 +129,27 @@ def test_bundle_records_preprocess_and_normalises_tensor_files(tmp_path):
     assert torch.allclose(got.sort(0).values, ((x - 0.5) / 0.25).sort(0).values, atol=1e-6)
     plain = load_bundle(str(tmp_path / "val.pt"), None, None, (1, 3, 8, 8))
     assert "preprocess" not in plain.specs
+
+
+@pytest.mark.slow
+def test_cli_records_preprocess_in_report_and_plan(tmp_path):
+    """`analyze --preprocess imagenet --crop 192` on a JPEG folder: the report and plan.json say
+    how the images were prepared, and `apply` reads the plan's data the same way."""
+    import subprocess
+
+    folder = _jpeg_folder(tmp_path / "imgs", sizes=((260, 300), (300, 260)) * 4)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "advisor", "analyze", "advisor.examples.models:resnet",
+           "--input-shape", "1,3,192,192", "--data", str(folder), "--preprocess", "imagenet",
+           "--crop", "192", "--retrain", "none", "--max-trials", "1", "--repeats", "3",
+           "--max-drop", "100%", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["preprocess"]["crop"] == 192
+    assert report["data"]["preprocess"]["name"] == "imagenet (modified)"
+    assert "center crop 192" in (out / "report.md").read_text()
+    plan_file = out / "plan.json" if (out / "plan.json").exists() else out / "plan-closest.json"
+    plan = json.loads(plan_file.read_text())
+    assert Preprocess.from_dict(plan["data"]["preprocess"]) == \
+        preprocess_from_options("imagenet", crop=192)

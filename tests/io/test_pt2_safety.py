@@ -391,3 +391,19 @@ def test_truncated_pickle_is_still_corrupt(tmp_path):
     f.write_bytes(pickle.dumps({"a": 1, "b": [1, 2, 3]}, protocol=2)[:18])
     with pytest.raises(ModelLoadError, match="corrupt or truncated"):
         load_model(str(f), input_shape="1,3,32,32")
+
+
+def test_module_paths_with_a_dash_load(tmp_path):
+    """torchvision's RegNet names blocks "block4-5": such a path is data, not code (torch.fx
+    quotes a segment that is not an identifier), so the scan accepts it."""
+    import torch
+
+    from advisor.model_io import load_model
+
+    model = torch.nn.Sequential()
+    model.add_module("block4-5", torch.nn.Linear(4, 3))
+    path = tmp_path / "dash.pt2"
+    torch.export.save(torch.export.export(model.eval(), (torch.zeros(1, 4),)), str(path))
+    loaded = load_model(str(path))
+    with torch.inference_mode():
+        assert torch.allclose(loaded.module(torch.ones(1, 4)), model(torch.ones(1, 4)))
