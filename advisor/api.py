@@ -22,6 +22,7 @@ from advisor.decide.situation import PassFlags, situation_from
 from advisor.deliver import (artifact_accuracy, artifact_hotspots_rows, final_paths, ship_chosen,
                              write_outputs)
 from advisor.errors import TargetError
+from advisor.model_common import arch_record
 from advisor.preprocess import as_preprocess
 from advisor.replay import ApplyResult, apply_plan  # re-exported: the public surface is here
 from advisor.session import DEFAULT_MEASURE, load_model_arg as _load, resolve_target as _target
@@ -317,7 +318,7 @@ def _search_stage(st: _Analysis, executor: str) -> None:
     st.emit("stage", {"name": "search", "candidates": len(st.ranked)})
     settings = SearchSettings(
         budget_seconds=st.factors.budget_seconds or _default_budget(st.factors),
-        max_trials=st.max_trials, seed=st.seed, model=_model_section(st.loaded))
+        max_trials=st.max_trials, seed=st.seed, model=arch_record(st.loaded))
     st.records = run_search(
         st.ranked, run_one=run_one, baseline=st.baseline, factors=st.factors, settings=settings,
         target_name=st.tgt.name, data_specs=data_b.specs,
@@ -388,9 +389,3 @@ def _target_json(t) -> dict:
             "sparse_kernels": list(t.sparse_kernels), "emulated": t.emulated,
             "memory_budget_mb": t.memory_budget_mb, "threads": t.threads,
             "runtimes": [r.name for r in t.runtimes]}
-
-
-def _model_section(loaded) -> dict:
-    """plan.json's model section: the architecture the model was rebuilt from, if any."""
-    meta = loaded.metadata or {}
-    return {k: meta[k] for k in ("arch", "arch_kwargs") if meta.get(k)}

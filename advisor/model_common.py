@@ -226,3 +226,10 @@ def _kwargs_text(kwargs: dict) -> str:
 def _public_names(module) -> str:
     names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
     return ", ".join(names[:12]) or "nothing callable"
+
+
+def arch_record(loaded) -> dict:
+    """{"arch", "arch_kwargs"} the model was rebuilt from (only those known): what plan.json's
+    model section and the .pt2 advisor writes record."""
+    meta = loaded.metadata or {}
+    return {k: meta[k] for k in ("arch", "arch_kwargs") if meta.get(k)}

@@ -11,6 +11,7 @@ from advisor.bundle import (DataBundle, accuracy_of, baseline_predict, calibrati
                             check_data_fits, data_changed, load_bundle, reference_inputs)
 from advisor.decide.plan import Plan, load_plan
 from advisor.errors import DataError, PlanError
+from advisor.model_common import arch_record
 from advisor.session import DEFAULT_MEASURE, load_model_arg, resolve_target
 
 __all__ = ["ApplyResult", "apply_plan", "APPLY_OUTPUTS"]
@@ -119,7 +120,7 @@ def _replay(loaded, plan: Plan, ctx, tgt, data_b, run, measure: dict) -> ApplyRe
     result = run_plan(start, plan, ctx, work / "plan")
     files = write_artifacts(result, run.staging, tuple(loaded.input_shape),
                             {"plan": plan.name, "source": str(loaded.path),
-                             **_source_arch(loaded)})
+                             **{f"source_{k}": v for k, v in arch_record(loaded).items()}})
     base_path = work / "baseline.onnx"
     if loaded.module is not None:
         export_onnx(loaded.module, base_path, tuple(loaded.input_shape))
@@ -184,13 +185,3 @@ def _check_plan_imports(plan: Plan, allowed) -> None:
             raise PlanError(f"the plan's {where} names code to import and run: {spec!r}; a plan "
                             "file is not trusted to do that",
                             f"if you trust it, pass --allow-import {spec}")
-
-
-def _source_arch(loaded) -> dict:
-    """The original's architecture, for the .pt2 metadata of what apply writes: recorded as the
-    *source* (a pruned or factorized model no longer fits the factory itself)."""
-    meta = loaded.metadata or {}
-    out = {"source_arch": meta["arch"]} if meta.get("arch") else {}
-    if meta.get("arch_kwargs"):
-        out["source_arch_kwargs"] = meta["arch_kwargs"]
-    return out

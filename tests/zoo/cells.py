@@ -97,10 +97,14 @@ def run_cell(pass_name: str, model: torch.nn.Module, onnx_path: Path, workdir: P
     except EffectError as e:
         return Cell("failed", f"effect check: {e}", time.perf_counter() - started)
     except Exception as e:  # noqa: BLE001 - the table records what broke
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        return Cell("failed", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
-                    f" ({Path(where.filename).name}:{where.lineno})",
-                    time.perf_counter() - started)
+        return failed_cell(e, started)
+
+
+def failed_cell(e: BaseException, started: float) -> Cell:
+    """What broke, in one line with the file and line it broke at."""
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    return Cell("failed", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+                f" ({Path(where.filename).name}:{where.lineno})", time.perf_counter() - started)
 
 
 # ---- effect checks ------------------------------------------------------------------------------

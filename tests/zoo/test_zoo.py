@@ -59,17 +59,14 @@ def test_zoo(case, column, zoo_model, record_property):
 def _guarded(fn, *args) -> Cell:
     """`fn(*args)`, with any exception recorded as a failed cell (the table stays complete)."""
     import time
-    import traceback
-    from pathlib import Path
+
+    from tests.zoo.cells import failed_cell
 
     started = time.perf_counter()
     try:
         return fn(*args)
     except Exception as e:  # noqa: BLE001
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        return Cell("failed", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-                    f" ({Path(where.filename).name}:{where.lineno})",
-                    time.perf_counter() - started)
+        return failed_cell(e, started)
 
 
 def _load_cell(case, column, prepared) -> Cell:
