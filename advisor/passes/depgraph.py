@@ -20,6 +20,8 @@ import torch_pruning as tp
 from torch import nn
 
 from advisor.errors import PassError
+from advisor.passes.blockwise import (GRAPH_ERRORS, find_blocks, interface_layers,
+                                      regroups_channels)
 from advisor.passes.importance import make_importance
 from advisor.passes.torch_common import output_layer, prunable_within, resolve_layers
 
@@ -39,17 +41,34 @@ def prune_channels(model: nn.Module, ratio: float, config: StructuredPruneConfig
     alive = {n: list(range(c)) for n, c in before.items()}
     removed: dict[str, list[int]] = {n: [] for n in before}
     importance = make_importance(config.criterion, config.scope, **data)
+    modules = dict(model.named_modules())
     record: dict[str, Any] = {"ratio": ratio, "iterative_steps": config.iterative_steps}
     if ratio > 0:
         try:
-            _prune_steps(model, ratio, config, example, protect, importance, names, alive,
-                         removed, record)
-        except (ZeroDivisionError, IndexError, KeyError) as e:  # DepGraph lost the channels
+            if regroups_channels(model, example):
+                raise ZeroDivisionError  # DepGraph would map the regrouped channels wrongly
+            pruners = [(model, _make_pruner(model, example, ratio, config, importance,
+                                            [modules[n] for n in protect["layers"]]))]
+        except GRAPH_ERRORS:  # DepGraph cannot map a channel regrouping: prune inside blocks
+            pruners = _block_pruners(model, example, ratio, config, importance, protect, record)
+        try:
+            _prune_steps(model, pruners, config, importance, names, alive, removed)
+        except GRAPH_ERRORS as e:  # DepGraph lost the channels
             raise PassError(f"prune_structured: torch-pruning cannot follow the channels through "
-                            f"this model's graph ({_where(e)}); channel shuffles (ShuffleNet) and "
-                            "reshapes that regroup channels are not supported",
+                            f"this model's graph ({_where(e)}); reshapes that regroup channels "
+                            "are not supported",
                             "use factorization or int8 for this model, or ignore_layers the "
                             "blocks involved") from e
+        model.zero_grad(set_to_none=True)
+        if "blockwise" in record:
+            record["history"] = []
+            record["blockwise"]["blocks"] = [
+                {**b, "history": _json_history(p.pruning_history())}
+                for b, (_, p) in zip(record["blockwise"]["blocks"], pruners)]
+        else:
+            record["history"] = _json_history(pruners[0][1].pruning_history())
+        if getattr(importance, "fallback_groups", None):
+            record["fallback_groups"] = sorted(importance.fallback_groups)
     else:
         record["history"] = []
     after = {n: _out_channels(m) for n, m in model.named_modules() if n in before}
@@ -62,39 +81,66 @@ def prune_channels(model: nn.Module, ratio: float, config: StructuredPruneConfig
     return record
 
 
-def _prune_steps(model, ratio, config, example, protect, importance, names, alive, removed,
-                 record) -> None:
-    """torch-pruning's pruner, step by step, with every group capped and tracked."""
-    modules = dict(model.named_modules())
-    ignored = [modules[n] for n in protect["layers"]]
+def _make_pruner(model, example, ratio, config, importance, ignored):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pruner = tp.pruner.BasePruner(
+        return tp.pruner.BasePruner(
             model, example, importance=importance, global_pruning=config.scope == "global",
             pruning_ratio=ratio, iterative_steps=config.iterative_steps,
             ignored_layers=ignored, round_to=config.round_to,
             max_pruning_ratio=config.max_layer_ratio,
             root_module_types=list(_ROOT_TYPES))
-    dg = pruner.DG
-    check = dg.check_pruning_group
-    # torch-pruning silently skips a group whose every channel falls under the global
-    # threshold; we let it through and cap it at max_layer_ratio ourselves (_cap).
-    dg.check_pruning_group = lambda group: True
+
+
+def _block_pruners(model, example, ratio, config, importance, protect, record) -> list:
+    """One pruner per block whose graph builds, its interface and protected layers ignored."""
+    blocks = find_blocks(model, example, _ROOT_TYPES)
+    if not blocks:
+        raise PassError("prune_structured: torch-pruning cannot follow the channels through "
+                        "this model's graph, nor through any of its blocks alone",
+                        "use factorization or int8 for this model")
+    modules = dict(model.named_modules())
+    protected = {modules[n] for n in protect["layers"]}
+    pruners, recs = [], []
+    for b in blocks:
+        interface = interface_layers(b, _ROOT_TYPES)
+        pruner = _make_pruner(b.wrapper, torch.zeros(b.input_shape), ratio, config, importance,
+                              [*b.probes, *interface])
+        inside = [m for m in b.module.modules() if m in protected]
+        feeding = [p for m in inside for p in producers_in(pruner.DG, m)]
+        pruner.ignored_layers = list(pruner.ignored_layers) + inside + feeding
+        pruners.append((b.wrapper, pruner))
+        recs.append({"block": b.name, "input_shape": list(b.input_shape)})
+    record["blockwise"] = {
+        "why": "torch-pruning cannot build one dependency graph of this model (a reshape that "
+               "regroups channels, e.g. a channel shuffle); each block's inner channels were "
+               "pruned and every block's input and output widths kept",
+        "blocks": recs}
+    return pruners
+
+
+def _prune_steps(model, pruners, config, importance, names, alive, removed) -> None:
+    """torch-pruning's pruners, step by step, with every group capped and tracked."""
+    checks = []
+    for _, pruner in pruners:
+        # torch-pruning silently skips a group whose every channel falls under the global
+        # threshold; we let it through and cap it at max_layer_ratio ourselves (_cap).
+        dg = pruner.DG
+        checks.append((dg, dg.check_pruning_group))
+        dg.check_pruning_group = lambda group: True
     try:
         for _ in range(config.iterative_steps):
-            importance.prepare(model)
-            for group in pruner.step(interactive=True):
-                group = _cap(group, pruner, importance, config)
-                if group is None or not check(group):
-                    continue
-                _track(group, names, alive, removed)
-                group.prune()
+            importance.prepare(model)  # scores keyed by module: valid inside blocks too
+            for (_, pruner), (_, check) in zip(pruners, checks):
+                for group in pruner.step(interactive=True):
+                    group = _cap(group, pruner, importance, config)
+                    if group is None or not check(group):
+                        continue
+                    _track(group, names, alive, removed)
+                    group.prune()
     finally:
-        dg.check_pruning_group = check
-    model.zero_grad(set_to_none=True)
-    record["history"] = _json_history(pruner.pruning_history())
-    if getattr(importance, "fallback_groups", None):
-        record["fallback_groups"] = sorted(importance.fallback_groups)
+        for dg, check in checks:
+            dg.check_pruning_group = check
 
 
 def _where(e: BaseException) -> str:
@@ -232,26 +278,35 @@ def attention_protected(model: nn.Module) -> list[str]:
 
 
 def _input_producers(model: nn.Module, example: torch.Tensor, layers: list[str]) -> list[str]:
-    """Layers whose output channels feed the inputs of `layers` (so those inputs stay whole)."""
+    """Layers whose output channels feed the inputs of `layers` (so those inputs stay whole).
+
+    Where no graph of the whole model builds, blockwise pruning (which keeps each block's
+    interface) finds the producers inside each block (`producers_in`)."""
     if not layers:
         return []
     model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except GRAPH_ERRORS:
+        return []
     modules = dict(model.named_modules())
     names = {m: n for n, m in modules.items()}
-    out = []
+    out: list[str] = []
     for n in layers:
-        m = modules[n]
-        pruner = dg.get_pruner_of_module(m)
-        cin = dg.get_in_channels(m)
-        if pruner is None or not cin:
-            continue
-        group = dg.get_pruning_group(m, pruner.prune_in_channels, list(range(cin)))
-        for dep, _ in group:
-            t = dep.target.module
-            if isinstance(t, _ROOT_TYPES) and dg.is_out_channel_pruning_fn(dep.handler) \
-                    and names.get(t) not in out:
+        for t in producers_in(dg, modules[n]):
+            if names.get(t) not in out:
                 out.append(names[t])
     return out
+
+
+def producers_in(dg, module: nn.Module) -> list[nn.Module]:
+    """The layers of `dg` whose output channels are coupled to `module`'s input channels."""
+    pruner = dg.get_pruner_of_module(module)
+    cin = dg.get_in_channels(module)
+    if pruner is None or not cin:
+        return []
+    group = dg.get_pruning_group(module, pruner.prune_in_channels, list(range(cin)))
+    return [dep.target.module for dep, _ in group
+            if isinstance(dep.target.module, _ROOT_TYPES) and dg.is_out_channel_pruning_fn(dep.handler)]

@@ -8,6 +8,8 @@ magnitude, BN scaling factor, feature-map rank (HRank) or Taylor (`advisor.passe
 The coupling of layers (residual adds, concatenations, depthwise/grouped convs, BatchNorm, the
 next layer's inputs) comes from torch-pruning's dependency graph — *DepGraph: Towards Any
 Structural Pruning* (Fang et al., 2023; arXiv:2301.12900) — never from a hand-written graph.
+Where no graph of the whole model can be built (a channel shuffle, as in ShuffleNet), the
+channels inside each block are pruned and every block's interface kept (`passes.blockwise`).
 
 Criteria and the papers behind them:
 - ``l1``/``l2``: *Pruning Filters for Efficient ConvNets* (Li et al., 2017; arXiv:1608.08710).

@@ -54,7 +54,7 @@ def _timm(name: str, cnn: bool = True) -> ZooCase:
 CASES: tuple[ZooCase, ...] = (
     _tv("resnet18"), _tv("resnet50"), _tv("mobilenet_v2"), _tv("mobilenet_v3_small"),
     _tv("mobilenet_v3_large"), _tv("efficientnet_b0"), _tv("regnet_y_400mf"),
-    _tv("shufflenet_v2_x1_0", prune_structured="channel shuffles"), _tv("squeezenet1_1"), _tv("densenet121"), _tv("mnasnet1_0"),
+    _tv("shufflenet_v2_x1_0"), _tv("squeezenet1_1"), _tv("densenet121"), _tv("mnasnet1_0"),
     _tv("convnext_tiny"), _tv("vit_b_16", cnn=False), _tv("swin_t", cnn=False),
     # timm families: ResNet-D, EfficientNet, MobileNetV3, ConvNeXt, ViT
     _timm("resnet18d"), _timm("efficientnet_b0"), _timm("mobilenetv3_small_100"),
