@@ -340,6 +340,7 @@ def _confirm_stage(st: _Analysis) -> None:
                                         tuple(st.loaded.input_shape))
     cj["hotspots"] = artifact_hotspots_rows(chosen, tuple(st.loaded.input_shape), st.tgt,
                                         st.base_files.get("onnxruntime"))
+    _int8_layer_cost(st, cj)
     if cj["accuracy_test"] is not None and st.base_acc_test is not None:
         drop_test = (st.base_acc_test - cj["accuracy_test"]) * 100
         cj["accuracy_drop_test"] = drop_test
@@ -347,6 +348,23 @@ def _confirm_stage(st: _Analysis) -> None:
             st.warnings.append(f"on the held-out split the chosen plan drops {drop_test:.2f} "
                                "points, more than allowed: validation and test disagree; "
                                "consider more evaluation data")
+
+
+def _int8_layer_cost(st: _Analysis, cj: dict) -> None:
+    """For an int8 plan, why it gained less where depthwise convolutions dominate (from the
+    per-layer times of the baseline and the chosen artefact, both on ONNX Runtime)."""
+    from advisor.measure.int8_layers import depthwise_convs, depthwise_cost, plan_is_int8
+    from advisor.report.build import hot_row
+
+    hot = st.prof_json.get("hotspots")
+    if not (isinstance(hot, dict) and str(hot.get("method", "")).startswith("onnxruntime")
+            and st.chosen.runtime == "onnxruntime" and cj["hotspots"]
+            and plan_is_int8(st.chosen.plan.get("steps", []))):
+        return
+    note = depthwise_cost([hot_row(r) for r in hot.get("layers", [])], cj["hotspots"],
+                          depthwise_convs(st.loaded.module))
+    if note is not None:
+        cj["int8_layer_cost"] = note
 
 
 def _report_stage(st: _Analysis, out) -> AnalysisResult:

@@ -112,6 +112,8 @@ def print_analysis(result, console: Console | None = None) -> None:
         c.print(Panel(f"[bold]{escape(chosen['name'])}[/]  ({steps})\n"
                       f"{m['speedup']:.2f}x faster, {1 / m['size_ratio']:.2f}x smaller, {acc}",
                       title="recommendation", border_style="green"))
+        if chosen.get("int8_layer_cost"):
+            c.print(escape(chosen["int8_layer_cost"]["text"]), soft_wrap=True)
     else:
         names = [x["name"] for x in r["candidates"] if x["id"] in r.get("closest", [])]
         c.print(Panel("No plan met every constraint. Closest: " + (escape(", ".join(names)) or "none") +

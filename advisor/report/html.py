@@ -176,7 +176,13 @@ def _hotspots(report: dict) -> str:
                                                for c in charts[:2]) + "</div>" +
                 "".join(f'<div class="figure">{c}</div>' for c in charts[2:]))
     return ('<section id="hotspots"><h2>Per-layer hot spots before/after</h2>'
-            f"{figs}<p class=\"caption\">{e(_hotspot_caption(report, hv))}</p></section>")
+            f"{figs}<p class=\"caption\">{e(_hotspot_caption(report, hv))}</p>"
+            f"{_int8_note(report)}</section>")
+
+
+def _int8_note(report: dict) -> str:
+    note = (report.get("chosen") or {}).get("int8_layer_cost")
+    return f'<p class="finding">{e(note["text"])}</p>' if note else ""
 
 
 def _hotspot_caption(report: dict, hv: before_after.HotspotView) -> str:

@@ -112,6 +112,9 @@ def _hotspots(report: dict) -> str:
     if hv.kinds:
         parts.append(table(("kind", "before", "after"),
                            [(k, fmt.pct(b), fmt.pct(a)) for k, b, a in hv.kinds]))
+    note = (report.get("chosen") or {}).get("int8_layer_cost")
+    if note:
+        parts.append(note["text"])
     return "\n\n".join(parts)
 
 

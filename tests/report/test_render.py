@@ -239,3 +239,19 @@ def test_validate_report_without_jsonschema_says_how_to_get_it(report, monkeypat
     monkeypatch.setattr(schema_mod, "have_jsonschema", lambda: False)
     with pytest.raises(ModuleNotFoundError, match="advisor\\[dev\\]"):
         schema_mod.validate_report(report)
+
+
+def test_the_int8_layer_cost_finding_is_printed_everywhere(report, tmp_path):
+    from advisor.measure.int8_layers import depthwise_cost
+
+    rows = [{"name": "dw", "kind": "conv", "ms": 4.0, "share": 0.4},
+            {"name": "pw", "kind": "conv", "ms": 6.0, "share": 0.6}]
+    after = [{"name": "dw", "kind": "conv", "ms": 3.2, "share": 0.6},
+             {"name": "pw", "kind": "conv", "ms": 2.0, "share": 0.4}]
+    note = depthwise_cost(rows, after, {"dw"})
+    report["chosen"]["int8_layer_cost"] = note
+    schema_mod.validate_report(report)
+    assert note["text"] in render_markdown(report)
+    assert note["text"] in render_html(report)
+    del report["chosen"]["int8_layer_cost"]
+    assert "int8 pays less" not in render_markdown(report) + render_html(report)

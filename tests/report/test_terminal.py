@@ -38,3 +38,13 @@ def test_candidate_settings_in_brackets_are_shown_not_eaten_as_markup():
     assert text.count("[calibration=entropy]") == 2
     assert "Tucker-2 [energy=0.9]" in text and "export failed at [bold]node[/]" in text
     assert "seeded split [50/50]" in text and "out/[x]/plan.json" in text
+
+
+def test_the_int8_layer_cost_finding_is_printed_after_the_recommendation():
+    report = _report()
+    report["chosen"]["int8_layer_cost"] = {"text": "int8 pays less on this model: [depthwise]"}
+    out = io.StringIO()
+    print_analysis(SimpleNamespace(report=report, files={}), Console(file=out, width=300,
+                                                                     color_system=None))
+    text = out.getvalue()
+    assert text.index("recommendation") < text.index("int8 pays less on this model: [depthwise]")
