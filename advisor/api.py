@@ -198,6 +198,7 @@ class _Analysis:
     base_files: dict = field(default_factory=dict)
     base_acc_test: float | None = None
     predict: Any = None
+    baseline_seconds: float = 0.0  # export, measure and evaluate the original: a trial's scale
     # decide
     passes: dict = field(default_factory=dict)
     rule_results: list = field(default_factory=list)
@@ -242,6 +243,7 @@ def _baseline_stage(st: _Analysis) -> None:
     from advisor.search import Baseline
 
     st.emit("stage", {"name": "baseline"})
+    t0 = time.perf_counter()
     # the baseline's exported files are kept: every candidate is timed against them
     prof = profile_model(st.loaded, st.tgt, batch_size=1, progress=st.progress,
                          workdir=st.workroot / "baseline", **st.measure)
@@ -265,6 +267,7 @@ def _baseline_stage(st: _Analysis) -> None:
     st.base_acc_test = accuracy_of(st.predict, data_b.test) if data_b.test is not None else None
     st.baseline = Baseline(latency_by_rt, float(prof_json["size_mb"]), base_acc,
                            data_b.verified)
+    st.baseline_seconds = time.perf_counter() - t0
 
 
 def _decide_stage(st: _Analysis) -> None:
@@ -285,6 +288,7 @@ def _search_stage(st: _Analysis, executor: str) -> None:
     from advisor.executor import make_executor
     from advisor.passes.base import RetrainBudget
     from advisor.search import SearchSettings, run_search, select
+    from advisor.search_costs import FIRST_GUESS_FACTOR, OVERRUN_ALLOWED
     from advisor.trial import TrialPayload, run_trial
 
     data_b, loaded = st.data, st.loaded
@@ -301,6 +305,10 @@ def _search_stage(st: _Analysis, executor: str) -> None:
         st.warnings.append("the model is a traced graph without layers: trials run in-process")
     ex = make_executor(executor)
     counter = {"n": 0}
+    # --budget covers the whole run: the search ends early enough to leave the confirmation
+    # (held-out evaluation and the chosen plan's hot spots: about half a baseline stage)
+    total = st.factors.budget_seconds or _default_budget(st.factors)
+    deadline = st.started + total - CONFIRM_SHARE * st.baseline_seconds
 
     def run_one(plan: Plan, train_seconds: float | None) -> dict:
         counter["n"] += 1
@@ -313,12 +321,15 @@ def _search_stage(st: _Analysis, executor: str) -> None:
             budget=RetrainBudget(st.factors.retrain, epochs=None, seconds=train_seconds),
             reference_inputs=ref_x, reference_logits=ref_logits, measure=st.measure,
             baseline_artifacts=st.base_files)
-        return ex.run(run_trial, payload)
+        # the promise: no trial runs past the budget plus the allowed overrun
+        hard_stop = max(30.0, deadline + OVERRUN_ALLOWED * total - time.perf_counter())
+        return ex.run(run_trial, payload, timeout_s=hard_stop)
 
     st.emit("stage", {"name": "search", "candidates": len(st.ranked)})
     settings = SearchSettings(
-        budget_seconds=st.factors.budget_seconds or _default_budget(st.factors),
-        max_trials=st.max_trials, seed=st.seed, model=arch_record(st.loaded))
+        budget_seconds=max(0.0, deadline - time.perf_counter()),
+        max_trials=st.max_trials, seed=st.seed, model=arch_record(st.loaded),
+        first_guess_s=FIRST_GUESS_FACTOR * st.baseline_seconds)
     st.records = run_search(
         st.ranked, run_one=run_one, baseline=st.baseline, factors=st.factors, settings=settings,
         target_name=st.tgt.name, data_specs=data_b.specs,
@@ -367,11 +378,30 @@ def _int8_layer_cost(st: _Analysis, cj: dict) -> None:
         cj["int8_layer_cost"] = note
 
 
+def _budget_note(st: _Analysis) -> None:
+    """The budget is a promise: a run past it by more than the allowed overrun says so and why
+    (the trial that ran longest over its estimate)."""
+    from advisor.search_costs import OVERRUN_ALLOWED
+
+    total = st.factors.budget_seconds or _default_budget(st.factors)
+    used = time.perf_counter() - st.started
+    if used <= total * (1 + OVERRUN_ALLOWED):
+        return
+    ran = [r for r in st.records if r.status != "skipped" and r.predicted.get("seconds")]
+    worst = max(ran, key=lambda r: r.seconds - r.predicted["seconds"], default=None)
+    why = (f"{worst.id} ({worst.name}) took {worst.seconds:.0f} s against an estimate of "
+           f"{worst.predicted['seconds']:.0f} s" if worst is not None else
+           f"the baseline stage alone took {st.baseline_seconds:.0f} s")
+    st.warnings.append(f"the run took {used:.0f} s, {100 * (used / total - 1):.0f}% over its "
+                       f"budget of {total:.0f} s: {why}")
+
+
 def _report_stage(st: _Analysis, out) -> AnalysisResult:
     """The report (built by the report package) and the chosen plan with what it must rebuild."""
     from advisor import __version__
     from advisor.report.build import build_report
 
+    _budget_note(st)
     report = build_report(st.loaded, st.tgt, _target_json(st.tgt), st.prof_json,
                           st.device_profile, st.factors, st.data, st.baseline, st.base_acc_test,
                           st.records, st.chosen_json, st.closest, st.rule_results, st.rejected,
@@ -396,6 +426,10 @@ def _outputs_stage(st: _Analysis, result: AnalysisResult, run, apply: bool) -> N
         files[f"optimized_{kind}"] = Path(path)
     run.commit()
     result.files = {k: run.final(v) for k, v in files.items()}
+
+
+# the confirm stage's cost in baseline stages (evaluate once more, profile the chosen artefact)
+CONFIRM_SHARE = 0.5
 
 
 def _default_budget(f: Factors) -> float:

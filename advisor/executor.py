@@ -15,8 +15,10 @@ from typing import Any, Callable, Protocol
 
 
 class Executor(Protocol):
-    def run(self, fn: Callable[[Any], dict], payload: Any) -> dict:
-        """Run `fn(payload)`; return its dict, or {"status": "failed", "error": ...}."""
+    def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None
+            ) -> dict:
+        """Run `fn(payload)`; return its dict, or {"status": "failed", "error": ...}. A run
+        past `timeout_s` is stopped where the executor can stop it."""
 
 
 def _safe_call(fn: Callable[[Any], dict], payload: Any) -> dict:
@@ -53,8 +55,9 @@ def _worker_call(fn: Callable[[Any], dict], payload: Any) -> dict:
 
 
 class InlineExecutor:
-    def run(self, fn: Callable[[Any], dict], payload: Any) -> dict:
-        return _safe_call(fn, payload)
+    def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None
+            ) -> dict:
+        return _safe_call(fn, payload)  # in this process: a trial cannot be stopped
 
 
 class ProcessExecutor:
@@ -69,13 +72,16 @@ class ProcessExecutor:
     def __init__(self, timeout_s: float | None = None):
         self.timeout_s = timeout_s
 
-    def run(self, fn: Callable[[Any], dict], payload: Any) -> dict:
+    def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None
+            ) -> dict:
         import os
         import threading
 
         from advisor.procs import own_multiprocessing_tempdir, pool_worker_init
 
         own_multiprocessing_tempdir()  # named pymp-PID-*, not pymp-*: see advisor.procs
+        limits = [t for t in (self.timeout_s, timeout_s) if t is not None]
+        timeout = min(limits) if limits else None
         ctx = mp.get_context("spawn")
         on_main = threading.current_thread() is threading.main_thread()
         pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=pool_worker_init,
@@ -83,7 +89,7 @@ class ProcessExecutor:
         try:
             try:
                 fut = pool.submit(_worker_call, fn, payload)
-                return fut.result(timeout=self.timeout_s)
+                return fut.result(timeout=timeout)
             except BaseException:
                 _terminate_workers(pool, self.TERMINATE_GRACE_S)
                 raise
@@ -92,7 +98,9 @@ class ProcessExecutor:
         except BrokenProcessPool:
             return {"status": "failed", "error": "the worker process died (crash or out of memory)"}
         except TimeoutError:
-            return {"status": "failed", "error": f"timed out after {self.timeout_s:.0f} s"}
+            return {"status": "failed", "error": f"stopped after {timeout:.0f} s: it would have "
+                    "run past the time budget" if timeout_s is not None else
+                    f"timed out after {timeout:.0f} s"}
         except Exception as e:  # payload not picklable etc.
             return {"status": "failed", "error": f"{type(e).__name__}: {e}"[:500]}
 

@@ -1,6 +1,8 @@
 """Run the ranked candidates within the budget, tune each family's knob by measurement, select.
 
-- Candidates run in rank order through an `Executor` (isolated worker processes by default); a
+- Post-training candidates run first, then training chains, each in rank order
+  (`advisor.search_costs`: a trial whose cost estimate does not fit the time left is not
+  started); they run through an `Executor` (isolated worker processes by default); a
   failing candidate is recorded with its error and the search goes on.
 - A candidate's knob (prune ratio, sparsity, Tucker energy, calibration method) is tuned by
   measurement: monotonic knobs go from mild to aggressive and stop at the first value that breaks
@@ -21,6 +23,7 @@ from typing import Any, Callable
 from advisor.decide.candidate import Candidate
 from advisor.decide.factors import Factors
 from advisor.decide.plan import Plan, Step
+from advisor.search_costs import OVERRUN_ALLOWED, CostModel, schedule, train_allowance
 
 @dataclass
 class SearchSettings:
@@ -29,6 +32,9 @@ class SearchSettings:
     train_epochs: int = 6  # per training step, capped by the time left
     seed: int = 0
     model: dict = field(default_factory=dict)  # plan.json's model section: arch, arch_kwargs
+    # a post-training trial's cost before any was measured (api: the baseline stage's time
+    # times search_costs.FIRST_GUESS_FACTOR); 0 starts the first trial unconditionally
+    first_guess_s: float = 0.0
 
 
 @dataclass
@@ -149,6 +155,11 @@ def _annotate(rec: TrialRecord, result: dict, baseline: Baseline, factors: Facto
     rec.artifact, rec.runtime = result.get("artifact"), rt
     if result.get("note"):
         rec.reasons.append(result["note"])
+    for step in rec.steps:  # how the time cap shaped each training step, in the report's notes
+        info = step.get("info") or {}
+        sizing = info.get("sizing") or (info.get("train") or {}).get("sizing")
+        if sizing and sizing.get("text"):
+            rec.reasons.append(f"{step.get('pass')}: {sizing['text']}")
     rec.violations = check_constraints(rec, baseline, factors)
     rec.meets_constraints = not rec.violations
 
@@ -168,15 +179,18 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                baseline: Baseline, factors: Factors, settings: SearchSettings, target_name: str,
                data_specs: dict, progress: Callable[[str, int, int], None] | None = None
                ) -> list[TrialRecord]:
-    """Evaluate candidates (and knob variants) in rank order until the budget is spent.
+    """Evaluate candidates (and knob variants) within the budget: post-training candidates
+    first, then training chains, each in rank order (`search_costs.schedule`); a trial whose
+    cost estimate does not fit the time left is not started, and its record says so.
 
     `run_one(plan, train_seconds)` performs one isolated trial and returns its result dict.
     """
     start = time.perf_counter()
     records: list[TrialRecord] = []
-    queue = [(c, variants(c)) for c in candidates]
+    queue = [(c, variants(c)) for c in schedule(candidates)]
     total = sum(len(v) for _, v in queue)
-    training_left = sum(len(v) for c, v in queue if c.trains)
+    chains_left = sum(len(v) for c, v in queue if c.trains)
+    costs = CostModel(settings.first_guess_s)
     done = 0
 
     def time_left() -> float | None:
@@ -184,43 +198,61 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             return None
         return settings.budget_seconds - (time.perf_counter() - start)
 
+    def skipped(c: Candidate, name: str, steps: list, why: str, estimate: float | None = None
+                ) -> TrialRecord:
+        plan = make_plan(Candidate(name, steps, c.family, c.rule), factors, target_name,
+                         settings.seed, data_specs, settings.model)
+        predicted = {**_predicted(c), **({"seconds": round(estimate, 1)} if estimate else {})}
+        return TrialRecord(f"c{len(records) + 1}", name, c.rule, c.family, plan.to_json(),
+                           predicted, status="skipped", error=why)
+
     for c, vars_ in queue:
         direction = _monotonic_direction(c)
         for name, steps, value in vars_:
             left = time_left()
-            if len(records) >= settings.max_trials or (left is not None and left <= 0):
-                rec = TrialRecord(f"c{len(records) + 1}", name, c.rule, c.family,
-                                  make_plan(Candidate(name, steps, c.family, c.rule), factors,
-                                            target_name, settings.seed, data_specs,
-                                            settings.model).to_json(),
-                                  _predicted(c), status="skipped",
-                                  error=(f"the trial limit ({settings.max_trials}) was reached"
-                                         if len(records) >= settings.max_trials else
-                                         "the time budget was spent before this candidate ran"))
-                records.append(rec)
+            if c.trains:
+                chains_left -= 1
+            if len(records) >= settings.max_trials:
+                records.append(skipped(c, name, steps,
+                                       f"the trial limit ({settings.max_trials}) was reached"))
+                done += 1
+                continue
+            train_s = train_allowance(c, left, chains_left + 1, costs.overhead(c.family))
+            estimate = costs.estimate(c, train_s)
+            # the first trial may use the allowed overrun: a user with a short budget still
+            # learns what the cheapest candidate gives
+            room = None if left is None else \
+                left + (OVERRUN_ALLOWED * settings.budget_seconds if not records else 0.0)
+            if room is not None and estimate > room:
+                why = ("the time budget was spent before this candidate ran" if left <= 0 else
+                       f"not started: estimated {estimate:.0f} s"
+                       + (f" ({train_s:.0f} s of training)" if train_s else "")
+                       + f", {max(0.0, left):.0f} s of the budget left")
+                records.append(skipped(c, name, steps, why, estimate))
                 done += 1
                 continue
             plan = make_plan(Candidate(name, steps, c.family, c.rule), factors, target_name,
                              settings.seed, data_specs, settings.model)
             rec = TrialRecord(f"c{len(records) + 1}", name, c.rule, c.family, plan.to_json(),
-                              _predicted(c), reasons=[c.note] if c.note else [])
+                              {**_predicted(c), "seconds": round(estimate, 1)},
+                              reasons=[c.note] if c.note else [])
             if progress:
                 progress(name, done, total)
-            train_s = _train_allowance(c, left, training_left)
-            if c.trains:
-                training_left -= 1
             t0 = time.perf_counter()
             result = run_one(plan, train_s)
             rec.seconds = time.perf_counter() - t0
             _annotate(rec, result, baseline, factors)
+            if rec.status == "ok":
+                costs.observe(c, rec.seconds, rec.steps)
             records.append(rec)
             done += 1
             left = time_left()
-            room = len(records) < settings.max_trials and (left is None or left > 0)
-            if room and rec.status == "ok" and not rec.meets_constraints and \
+            room_left = len(records) < settings.max_trials and (left is None or left > 0)
+            if room_left and rec.status == "ok" and not rec.meets_constraints and \
                     _accuracy_only(rec):  # a retry is a trial: it counts against both limits
                 fb = _fallback_retry(c, steps, rec, baseline, factors, run_one, settings,
-                                     target_name, data_specs, len(records) + 1)
+                                     target_name, data_specs, len(records) + 1,
+                                     costs.estimate(c, None), left)
                 if fb is not None:
                     records.append(fb)
                 if direction:  # more aggressive values would lose even more accuracy
@@ -254,9 +286,13 @@ def _accuracy_only(rec: TrialRecord) -> bool:
 
 
 def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_name,
-                    data_specs, index) -> TrialRecord | None:
+                    data_specs, index, estimate: float, left: float | None
+                    ) -> TrialRecord | None:
     """A plan that misses the accuracy budget: retry its first step that declares an
-    accuracy-aware fallback (int8: layers reverted to fp32) with the budget filled in."""
+    accuracy-aware fallback (int8: layers reverted to fp32) with the budget filled in — when
+    its estimate (a trial like the one that missed) fits the time left."""
+    if left is not None and estimate > left:
+        return None
     for i, st in enumerate(steps):
         spec = _spec(st.pass_name)
         budget_field = spec.fallback_field if spec else None
@@ -269,7 +305,8 @@ def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_
         name = f"{rec.name} + fp32 fallback"
         plan = make_plan(Candidate(name, new_steps, c.family, c.rule), factors, target_name,
                          settings.seed, data_specs, settings.model)
-        fb = TrialRecord(f"c{index}", name, c.rule, c.family, plan.to_json(), _predicted(c),
+        fb = TrialRecord(f"c{index}", name, c.rule, c.family, plan.to_json(),
+                         {**_predicted(c), "seconds": round(estimate, 1)},
                          reasons=[f"{st.pass_name} missed the accuracy budget: the most "
                                   "sensitive layers are kept in fp32 until it fits"])
         t0 = time.perf_counter()
@@ -278,13 +315,6 @@ def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_
         _annotate(fb, result, baseline, factors)
         return fb
     return None
-
-
-def _train_allowance(c: Candidate, left: float | None, training_left: int) -> float | None:
-    """Seconds a training candidate may spend: an equal share of the time left."""
-    if not c.trains or left is None:
-        return None
-    return max(10.0, 0.8 * left / max(1, training_left))
 
 
 def _predicted(c: Candidate) -> dict:

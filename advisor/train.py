@@ -35,6 +35,11 @@ class TrainConfig:
     # stop after this many epochs while the schedule still spans `epochs`: how a run that a time
     # limit stopped is replayed exactly (the learning rate follows the same curve)
     stop_after_epochs: int | None = None
+    # train on at most this many batches per epoch (the first ones of each epoch's shuffle)
+    max_batches_per_epoch: int | None = None
+    # with max_seconds: time a few steps first and size epochs and batches per epoch so the
+    # whole schedule fits (see `size_to_seconds`); the sizing is reported and replayed pinned
+    size_to_time: bool = False
 
 
 @dataclass
@@ -44,11 +49,16 @@ class TrainReport:
     stopped_by: str = "epochs"  # epochs | time | early_stop | pinned (stop_after_epochs)
     history: list[dict] = field(default_factory=list)  # per epoch: loss, val_acc, lr
     best_val_accuracy: float | None = None
+    sizing: dict | None = None  # what `size_to_time` measured and chose
+
+    @property
+    def epochs_planned(self) -> int | None:
+        return None if self.sizing is None else self.sizing["epochs"]
 
     def as_dict(self) -> dict:
         return {"epochs_run": self.epochs_run, "seconds": round(self.seconds, 3),
                 "stopped_by": self.stopped_by, "best_val_accuracy": self.best_val_accuracy,
-                "history": self.history}
+                "history": self.history, **({"sizing": self.sizing} if self.sizing else {})}
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -93,6 +103,60 @@ def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
     return lambda model, x, y: ce(model(x), y)
 
 
+# a forward pass in evaluation costs about this share of a training step (forward + backward +
+# update); used to budget each epoch's validation
+EVAL_STEP_SHARE = 0.35
+# the share of max_seconds the sizing plans for (the probe, the last evaluation, noise)
+SIZING_HEADROOM = 0.85
+PROBE_STEPS = 3
+
+
+def probe_step_seconds(model: nn.Module, loader, loss_fn: LossFn, params: list, dev) -> float:
+    """Seconds of one training step, timed on the model itself with a zero learning rate (its
+    weights do not move) and its buffers (BatchNorm statistics) put back afterwards."""
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    probe = torch.optim.AdamW(params, lr=0.0, weight_decay=0.0)
+    times = []
+    it = iter(loader)
+    for _ in range(PROBE_STEPS):
+        try:
+            x, y = next(it)
+        except StopIteration:
+            break
+        t0 = time.perf_counter()
+        probe.zero_grad(set_to_none=True)
+        loss_fn(model, x.to(dev), y.to(dev)).backward()
+        probe.step()
+        times.append(time.perf_counter() - t0)
+    probe.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for n, b in model.named_buffers():
+            b.copy_(buffers[n])
+    # the first step pays for allocations and kernel selection
+    return min(times[1:] or times) if times else 0.0
+
+
+def size_to_seconds(seconds: float, step_s: float, eval_s: float, epochs: int,
+                    batches: int) -> dict:
+    """Epochs and batches per epoch so that the whole schedule fits in `seconds`: fewer epochs
+    first (each still sees all the data), then a subset of each epoch's batches."""
+    room = SIZING_HEADROOM * seconds
+    per_epoch = batches * step_s + eval_s
+    fit = int(room / per_epoch + 1e-9) if per_epoch > 0 else epochs
+    if fit >= epochs:
+        e, b, why = epochs, batches, "fits as asked"
+    elif fit >= 1:
+        e, b, why = fit, batches, f"{fit} of {epochs} epochs fit"
+    else:
+        e = 1
+        b = max(1, min(batches, int((room - eval_s) / step_s + 1e-9) if step_s > 0 else batches))
+        why = f"one epoch of {b} of {batches} batches fits"
+    return {"step_seconds": round(step_s, 4), "eval_seconds": round(eval_s, 3),
+            "seconds": seconds, "asked_epochs": epochs, "batches": batches,
+            "epochs": e, "batches_per_epoch": b,
+            "text": f"{why} in {seconds:.0f} s at {step_s * 1000:.0f} ms per step"}
+
+
 def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *,
           val_loader=None, loss_fn: LossFn | None = None,
           after_step: Callable[[nn.Module], None] | None = None,
@@ -115,7 +179,19 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(train_loader))
-    total_steps = steps_per_epoch * max(1, config.epochs)
+    if config.max_batches_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_batches_per_epoch)
+    epochs = max(1, config.epochs)
+    sizing = None
+    if config.size_to_time and config.max_seconds is not None:
+        step_s = probe_step_seconds(model, train_loader, loss_fn, params, dev)
+        eval_s = 0.0 if val_loader is None else len(val_loader) * step_s * EVAL_STEP_SHARE
+        sizing = size_to_seconds(config.max_seconds, step_s, eval_s, epochs, steps_per_epoch)
+        epochs, steps_per_epoch = sizing["epochs"], sizing["batches_per_epoch"]
+        seed_everything(config.seed)  # the probe drew batches: start as a replay starts
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(config.seed)
+    total_steps = steps_per_epoch * epochs
     if config.schedule == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps)
     elif config.schedule == "cosine":
@@ -123,14 +199,16 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
     else:
         sched = None
 
-    report = TrainReport()
+    report = TrainReport(sizing=sizing)
     best_state, best_acc, bad_epochs = None, -math.inf, 0
     start = time.perf_counter()
-    with _progress(progress, description, config.epochs) as advance:
-        for epoch in range(config.epochs):
+    with _progress(progress, description, epochs) as advance:
+        for epoch in range(epochs):
             model.train()
             running, n = 0.0, 0
-            for x, y in train_loader:
+            for step, (x, y) in enumerate(train_loader):
+                if step >= steps_per_epoch:
+                    break
                 x, y = x.to(dev), y.to(dev)
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model, x, y)
@@ -160,7 +238,7 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
                 report.stopped_by = "early_stop"
                 break
             if config.stop_after_epochs is not None and epoch + 1 >= config.stop_after_epochs:
-                report.stopped_by = "pinned" if epoch + 1 < config.epochs else "epochs"
+                report.stopped_by = "pinned" if epoch + 1 < epochs else "epochs"
                 break
             if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
                 report.stopped_by = "time"

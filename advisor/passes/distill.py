@@ -65,7 +65,7 @@ Kind = Literal["response", "feature", "relation", "combined"]
 class DistillConfig:
     """Recovery distillation from the original model (the teacher) into the given model."""
 
-    CONFIG_VERSION: ClassVar[int] = 2  # 2: stop_after_epochs
+    CONFIG_VERSION: ClassVar[int] = 3  # 2: stop_after_epochs; 3: max_batches_per_epoch
 
     kind: Kind = "response"
     temperature: float = field(default=4.0, metadata={"gt": 0.0})
@@ -83,6 +83,8 @@ class DistillConfig:
     max_seconds: float | None = field(default=None, metadata={"ge": 0.0})
     # set by the search when a time limit stopped the measured run (see pinned_replay)
     stop_after_epochs: int | None = field(default=None, metadata={"ge": 1})
+    # a subset of each epoch's batches: set by the search when its time cap sized the run
+    max_batches_per_epoch: int | None = field(default=None, metadata={"ge": 1})
     use_labels: bool = True  # False: unlabelled data, the teacher labels it (response KD)
 
     def __post_init__(self):
@@ -206,7 +208,9 @@ def distill_into(student: nn.Module, teacher: nn.Module, config: DistillConfig,
     val_before = evaluate(student, val_loader, dev) if val_loader is not None else None
     budget = budget_train_config(ctx, epochs=config.epochs, lr=config.lr,
                                  max_seconds=config.max_seconds,
-                                 stop_after_epochs=config.stop_after_epochs)
+                                 stop_after_epochs=config.stop_after_epochs,
+                                 max_batches_per_epoch=config.max_batches_per_epoch,
+                                 size_to_time=True)
     try:
         report = train(student, ctx.train_loader, budget,
                        val_loader=val_loader, loss_fn=loss_fn,

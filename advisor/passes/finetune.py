@@ -28,7 +28,7 @@ from advisor.train import train
 class FinetuneConfig:
     """Fine-tune with the shared loop; `keep_sparsity` keeps pruned weights at zero."""
 
-    CONFIG_VERSION: ClassVar[int] = 2  # 2: stop_after_epochs
+    CONFIG_VERSION: ClassVar[int] = 3  # 2: stop_after_epochs; 3: max_batches_per_epoch
 
     epochs: int = field(default=5, metadata={"ge": 0})
     lr: float = field(default=1e-3, metadata={"gt": 0.0})
@@ -38,6 +38,8 @@ class FinetuneConfig:
     early_stop_patience: int | None = field(default=None, metadata={"ge": 0})
     # set by the search when a time limit stopped the measured run (see pinned_replay)
     stop_after_epochs: int | None = field(default=None, metadata={"ge": 1})
+    # a subset of each epoch's batches: set by the search when its time cap sized the run
+    max_batches_per_epoch: int | None = field(default=None, metadata={"ge": 1})
     label_smoothing: float = field(default=0.0, metadata={"ge": 0.0, "le": 1.0})
     keep_sparsity: bool = True
 
@@ -57,7 +59,9 @@ def apply_finetune(model: nn.Module, config: FinetuneConfig, ctx: PassContext) -
                              weight_decay=config.weight_decay, max_seconds=config.max_seconds,
                              early_stop_patience=config.early_stop_patience,
                              label_smoothing=config.label_smoothing,
-                             stop_after_epochs=config.stop_after_epochs)
+                             stop_after_epochs=config.stop_after_epochs,
+                             max_batches_per_epoch=config.max_batches_per_epoch,
+                             size_to_time=True)
     with trainable_sparse(model, keep=config.keep_sparsity) as keeper:
         report = train(model, ctx.train_loader, tc, val_loader=ctx.val_loader,
                        after_step=keeper, device=ctx.device, progress=ctx.progress,
@@ -67,6 +71,8 @@ def apply_finetune(model: nn.Module, config: FinetuneConfig, ctx: PassContext) -
                             "val_accuracy_before": before, "val_accuracy_after":
                                 val_accuracy(model, ctx),
                             "history": report.history}
+    if report.sizing is not None:
+        info["sizing"] = report.sizing
     if (pinned := pinned_replay(config, tc, report)) is not None:
         info["replay_config"] = pinned
     if keeper:

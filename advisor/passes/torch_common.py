@@ -52,31 +52,43 @@ def budget_train_config(ctx: PassContext, *, epochs: int, lr: float,
                         max_seconds: float | None = None, **kwargs) -> TrainConfig:
     """A TrainConfig whose epochs and seconds respect both the pass config and ctx.budget.
 
-    `stop_after_epochs` (in kwargs) pins a replay to the epochs a time-limited run reached."""
+    `stop_after_epochs` (in kwargs) pins a replay to the epochs a time-limited run reached;
+    `size_to_time` (in kwargs) sizes the run to the time cap (`advisor.train.size_to_seconds`)."""
     budget = ctx.budget
     if budget is not None and budget.epochs is not None:
         epochs = min(epochs, budget.epochs)
     caps = [s for s in (max_seconds, budget.seconds if budget else None) if s is not None]
+    if kwargs.get("size_to_time") and not caps:
+        kwargs["size_to_time"] = False  # nothing to size to (e.g. a pinned replay)
     return TrainConfig(epochs=max(1, epochs), max_seconds=min(caps) if caps else None, lr=lr,
                        seed=ctx.seed, **kwargs)
 
 
 def pinned_replay(config, tc: TrainConfig, report) -> dict | None:
-    """The config that replays a training run exactly when a time limit stopped it: the epochs
-    it reached pinned (`stop_after_epochs`), the schedule's length (`epochs`) kept, the time
-    limit dropped. None when the run was not cut by time (the config replays as it is).
+    """The config that replays a training run exactly when its budget shaped it: the epochs and
+    batches per epoch the time-based sizing chose (`report.sizing`) and, when the time limit
+    still stopped it, the epochs it reached (`stop_after_epochs`, the schedule's length kept);
+    the time limit dropped. None when the budget did not shape the run.
 
     The search writes this into the plan it records (`replay_config` in the step's info), so
-    `advisor apply` trains as many epochs as the measured trial did, whatever the replaying
-    machine's speed."""
+    `advisor apply` trains as the measured trial did, whatever the replaying machine's speed."""
     import dataclasses
 
     from advisor.passes.config import config_to_dict
 
-    if report.stopped_by != "time":
+    sizing = report.sizing
+    resized = sizing is not None and (sizing["epochs"], sizing["batches_per_epoch"]) != \
+        (sizing["asked_epochs"], sizing["batches"])
+    if report.stopped_by != "time" and not resized:
         return None
-    return config_to_dict(dataclasses.replace(config, epochs=tc.epochs, max_seconds=None,
-                                              stop_after_epochs=report.epochs_run))
+    changes: dict = {"max_seconds": None}
+    if resized:
+        changes.update(epochs=sizing["epochs"], max_batches_per_epoch=sizing["batches_per_epoch"])
+    else:
+        changes["epochs"] = tc.epochs
+    if report.stopped_by == "time":
+        changes["stop_after_epochs"] = report.epochs_run
+    return config_to_dict(dataclasses.replace(config, **changes))
 
 
 def val_accuracy(model: nn.Module, ctx: PassContext) -> float | None:

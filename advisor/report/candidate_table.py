@@ -11,8 +11,8 @@ from advisor.report.fmt import DASH, mb, ms, points, times
 
 COLUMNS = ("id", "plan", "steps", "status", "runtime", "p50 ms", "own p50 ms", "speed-up",
            "size MB",
-           "size ratio", "accuracy", "drop", "agreement", "predicted", "meets constraints?",
-           "notes")
+           "size ratio", "accuracy", "drop", "agreement", "predicted", "time s (est./took)",
+           "meets constraints?", "notes")
 
 
 @dataclass
@@ -29,7 +29,8 @@ def baseline_row(report: dict) -> Row:
              "runtime": b.get("runtime", DASH), "p50 ms": ms(b["latency_ms"]["p50"]),
              "own p50 ms": ms(b["latency_ms"]["p50"]), "speed-up": times(1.0), "size MB": mb(b.get("size_mb")), "size ratio": times(1.0),
              "accuracy": accuracy_text(report, b), "drop": DASH, "agreement": agree,
-             "predicted": DASH, "meets constraints?": DASH, "notes": "baseline"}
+             "predicted": DASH, "time s (est./took)": DASH, "meets constraints?": DASH,
+             "notes": "baseline"}
     return Row(cells, "baseline")
 
 
@@ -51,6 +52,7 @@ def candidate_row(report: dict, cand: dict) -> Row:
              "drop": points(drop_points(report, m)) if ok else DASH,
              "agreement": agreement_text(m) if ok else DASH,
              "predicted": predicted_text(cand.get("predicted")),
+             "time s (est./took)": cost_text(cand),
              "meets constraints?": (("yes" if cand.get("meets_constraints") else "no")
                                     if ok else DASH),
              "notes": "; ".join(notes) or DASH}
@@ -72,6 +74,15 @@ def predicted_text(pred: dict | None) -> str:
     if s is None and r is None:
         return DASH
     return f"{DASH if s is None else f'{s:.1f}×'} / {times(r)}"
+
+
+def cost_text(cand: dict) -> str:
+    """The search's cost estimate before the trial and the wall time it took."""
+    est = (cand.get("predicted") or {}).get("seconds")
+    took = cand.get("seconds") if cand["status"] != "skipped" else None
+    if est is None and not took:
+        return DASH
+    return f"{DASH if est is None else f'{est:.0f}'} / {DASH if not took else f'{took:.0f}'}"
 
 
 def table_rows(report: dict) -> list[Row]:

@@ -38,7 +38,8 @@ def _write(tmp_path, plan_json: dict):
 
 
 # configs whose fields changed since version 1 (each says why beside its CONFIG_VERSION)
-BUMPED = {"finetune": 2, "distill": 2, "distill_student": 2}  # 2: stop_after_epochs
+# 2: stop_after_epochs; 3: max_batches_per_epoch
+BUMPED = {"finetune": 3, "distill": 3, "distill_student": 3}
 
 
 def test_builtin_config_versions_and_a_class_may_set_its_own():

@@ -122,3 +122,76 @@ def test_fallback_retry_counts_against_max_trials():
     recs = run_search([int8], run_one=run_one, baseline=BASE, factors=Factors(max_drop=1.0),
                       settings=SearchSettings(max_trials=1), target_name="cpu", data_specs={})
     assert [p.name for p in calls] == ["q"], "the retry must not exceed --max-trials"
+
+
+# ---- the budget's promise: order, estimates, what is not started -----------------------------
+
+def _timed_run(seconds: dict[str, float], log: list):
+    """A fake trial that takes `seconds[name]` of wall time (training included)."""
+    import time
+
+    def run_one(plan, train_s):
+        log.append((plan.name, train_s))
+        time.sleep(seconds[plan.name])
+        return {"status": "ok", "runtime": "onnxruntime", "seconds": seconds[plan.name],
+                "measured": {"latency_ms": {"p50": 5.0, "p90": 5.0, "cv": 0.01},
+                             "size_mb": 1.0, "accuracy": 0.98}}
+    return run_one
+
+
+def _chain(name):
+    return Candidate(name, [Step("prune_structured", {"ratio": 0.3}), Step("finetune", {})],
+                     "pruning", "r", trains=True)
+
+
+def _int8(name):
+    return Candidate(name, [Step("int8_static", {})], "quantization", "r")
+
+
+def test_post_training_candidates_run_before_any_training_chain():
+    log = []
+    run_one = _timed_run({"chain": 0.0, "int8": 0.0, "tucker": 0.0}, log)
+    tucker = Candidate("tucker", [Step("factorize", {})], "lowrank", "r")
+    recs = run_search([_chain("chain"), _int8("int8"), tucker], run_one=run_one, baseline=BASE,
+                      factors=Factors(), settings=SearchSettings(budget_seconds=None),
+                      target_name="cpu", data_specs={})
+    assert [name for name, _ in log] == ["int8", "tucker", "chain"]
+    assert [r.name for r in recs] == ["int8", "tucker", "chain"]
+
+
+def test_a_chain_that_cannot_finish_in_the_time_left_is_not_started():
+    log = []
+    run_one = _timed_run({"int8": 0.4, "chain": 0.0}, log)
+    # the chain would get at least 10 s of training, and 0.6 s are left after int8
+    recs = run_search([_chain("chain"), _int8("int8")], run_one=run_one, baseline=BASE,
+                      factors=Factors(), settings=SearchSettings(budget_seconds=1.0),
+                      target_name="cpu", data_specs={})
+    assert [name for name, _ in log] == ["int8"]
+    chain = next(r for r in recs if r.name == "chain")
+    assert chain.status == "skipped" and chain.error.startswith("not started: estimated")
+    assert "of training" in chain.error and chain.predicted["seconds"] > 10
+
+
+def test_estimates_come_from_measured_trials_of_the_family():
+    log = []
+    run_one = _timed_run({"a": 0.3, "b": 0.3}, log)
+    recs = run_search([_int8("a"), _int8("b")], run_one=run_one, baseline=BASE, factors=Factors(),
+                      settings=SearchSettings(budget_seconds=None, first_guess_s=7.0),
+                      target_name="cpu", data_specs={})
+    assert recs[0].predicted["seconds"] == 7.0  # before any trial: the baseline-based guess
+    assert 0.25 < recs[1].predicted["seconds"] < 0.6  # after one: what that trial took
+
+
+def test_the_first_trial_may_use_the_allowed_overrun_later_ones_not():
+    log = []
+    run_one = _timed_run({"a": 0.0, "b": 0.0}, log)
+    # a guess 5% over the budget: the first starts (the user learns what int8 gives) ...
+    recs = run_search([_int8("a")], run_one=run_one, baseline=BASE, factors=Factors(),
+                      settings=SearchSettings(budget_seconds=10.0, first_guess_s=10.5),
+                      target_name="cpu", data_specs={})
+    assert recs[0].status == "ok"
+    # ... and a guess 20% over does not
+    recs = run_search([_int8("a")], run_one=run_one, baseline=BASE, factors=Factors(),
+                      settings=SearchSettings(budget_seconds=10.0, first_guess_s=12.0),
+                      target_name="cpu", data_specs={})
+    assert recs[0].status == "skipped" and "estimated 12 s" in recs[0].error

@@ -49,26 +49,72 @@ def test_pinned_replay_only_for_runs_cut_by_time():
     FinetuneConfig(**pinned)  # a valid config of its class
 
 
-def test_finetune_cut_by_time_reports_its_replay_config(digits_mlp, make_ctx):
+def test_finetune_sized_to_its_time_cap_reports_its_replay_config(digits_mlp, make_ctx):
     from advisor.passes.base import PassContext, RetrainBudget, get_pass, load_builtin_passes
 
     load_builtin_passes()
     model, _ = digits_mlp
     ctx = make_ctx(budget="finetune")
-    ctx.budget = RetrainBudget("finetune", seconds=1e-6)  # stops after the first epoch
+    ctx.budget = RetrainBudget("finetune", seconds=1e-6)  # room for one step at most
     spec = get_pass("finetune")
     res = spec.apply(model, spec.config_cls(epochs=4), ctx)
-    assert res.info["stopped_by"] == "time" and res.info["epochs_run"] == 1
+    sizing = res.info["sizing"]
+    assert sizing["epochs"] == 1 and sizing["batches_per_epoch"] == 1 < sizing["batches"]
+    assert res.info["epochs_run"] == 1
     pinned = res.info["replay_config"]
-    assert pinned["stop_after_epochs"] == 1 and pinned["epochs"] == 4
-    # replayed without any time limit, the pinned config trains the same single epoch
+    assert pinned["epochs"] == 1 and pinned["max_batches_per_epoch"] == 1
+    assert pinned["max_seconds"] is None
+    # replayed without any time limit, the pinned config trains the same single batch
     ctx2 = make_ctx(budget="finetune")
     again = spec.apply(model, spec.config_cls(**pinned), ctx2)
     assert again.info["epochs_run"] == 1 and "replay_config" not in again.info
+    assert "sizing" not in again.info
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
         assert torch.allclose(res.model(x), again.model(x), atol=1e-6)
     assert isinstance(ctx, PassContext)
+
+
+def test_sizing_prefers_fewer_epochs_then_a_subset_of_batches():
+    from advisor.train import SIZING_HEADROOM, size_to_seconds
+
+    room = 10.0 / SIZING_HEADROOM  # seconds whose planned share is exactly 10 s
+    fits = size_to_seconds(room, step_s=0.1, eval_s=0.0, epochs=2, batches=50)
+    assert (fits["epochs"], fits["batches_per_epoch"]) == (2, 50)
+    fewer = size_to_seconds(room, step_s=0.1, eval_s=1.0, epochs=5, batches=30)
+    assert (fewer["epochs"], fewer["batches_per_epoch"]) == (2, 30)  # 2 × (3 s + 1 s) ≤ 10 s
+    subset = size_to_seconds(room, step_s=0.1, eval_s=2.0, epochs=5, batches=500)
+    assert (subset["epochs"], subset["batches_per_epoch"]) == (1, 80)  # (10 - 2) / 0.1
+    assert "80 of 500 batches" in subset["text"]
+
+
+def test_a_sized_run_completes_its_schedule(monkeypatch):
+    import advisor.train as tr
+
+    monkeypatch.setattr(tr, "probe_step_seconds", lambda *a: 0.1)  # 4 batches: 0.4 s / epoch
+    report = train(_net(), _data(), TrainConfig(epochs=6, lr=1e-2, max_seconds=1.0,
+                                                size_to_time=True, restore_best=False),
+                   progress=False)
+    assert report.sizing["epochs"] == 2 and report.epochs_run == 2
+    assert report.stopped_by == "epochs"
+    # the schedule spans the 2 planned epochs, as a run asked for 2 epochs
+    two = train(_net(), _data(), TrainConfig(epochs=2, lr=1e-2, restore_best=False),
+                progress=False)
+    assert [h["lr"] for h in report.history] == [h["lr"] for h in two.history]
+
+
+def test_the_step_probe_leaves_weights_and_statistics_as_they_were():
+    from advisor.train import cross_entropy_loss, probe_step_seconds
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+                              torch.nn.Linear(16, 3)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert probe_step_seconds(net, _data(), cross_entropy_loss(), list(net.parameters()),
+                              torch.device("cpu")) > 0
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in net.parameters())
 
 
 def test_search_writes_the_pinned_config_into_the_trial_plan():
