@@ -323,7 +323,8 @@ def _search_stage(st: _Analysis, executor: str) -> None:
             baseline_artifacts=st.base_files)
         # the promise: no trial runs past the budget plus the allowed overrun
         hard_stop = max(30.0, deadline + OVERRUN_ALLOWED * total - time.perf_counter())
-        return ex.run(run_trial, payload, timeout_s=hard_stop)
+        return ex.run(run_trial, payload, timeout_s=hard_stop,
+                      on_stage=lambda text: st.emit("trial_stage", {"stage": text}))
 
     st.emit("stage", {"name": "search", "candidates": len(st.ranked)})
     settings = SearchSettings(
@@ -333,7 +334,9 @@ def _search_stage(st: _Analysis, executor: str) -> None:
     st.records = run_search(
         st.ranked, run_one=run_one, baseline=st.baseline, factors=st.factors, settings=settings,
         target_name=st.tgt.name, data_specs=data_b.specs,
-        progress=lambda name, i, n: st.emit("trial", {"name": name, "i": i, "n": n}))
+        progress=lambda name, i, n, est: st.emit(
+            "trial", {"name": name, "i": i, "n": n, "estimate_s": est,
+                      "search_ends_by": time.time() + max(0.0, deadline - time.perf_counter())}))
     st.chosen, st.closest = select(st.records, st.factors)
 
 

@@ -15,10 +15,11 @@ from typing import Any, Callable, Protocol
 
 
 class Executor(Protocol):
-    def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None
-            ) -> dict:
+    def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None,
+            on_stage: Callable[[str], None] | None = None) -> dict:
         """Run `fn(payload)`; return its dict, or {"status": "failed", "error": ...}. A run
-        past `timeout_s` is stopped where the executor can stop it."""
+        past `timeout_s` is stopped where the executor can stop it; `on_stage` receives the
+        trial's stage lines (`advisor.progress.stage`)."""
 
 
 def _safe_call(fn: Callable[[Any], dict], payload: Any) -> dict:
@@ -55,9 +56,12 @@ def _worker_call(fn: Callable[[Any], dict], payload: Any) -> dict:
 
 
 class InlineExecutor:
-    def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None
-            ) -> dict:
-        return _safe_call(fn, payload)  # in this process: a trial cannot be stopped
+    def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None,
+            on_stage: Callable[[str], None] | None = None) -> dict:
+        from advisor import progress
+
+        with progress.sink(on_stage):  # in this process: a trial cannot be stopped
+            return _safe_call(fn, payload)
 
 
 class ProcessExecutor:
@@ -72,9 +76,11 @@ class ProcessExecutor:
     def __init__(self, timeout_s: float | None = None):
         self.timeout_s = timeout_s
 
-    def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None
-            ) -> dict:
+    def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None,
+            on_stage: Callable[[str], None] | None = None) -> dict:
         import os
+
+        from advisor import progress
         import threading
 
         from advisor.procs import own_multiprocessing_tempdir, pool_worker_init
@@ -84,17 +90,21 @@ class ProcessExecutor:
         timeout = min(limits) if limits else None
         ctx = mp.get_context("spawn")
         on_main = threading.current_thread() is threading.main_thread()
+        # stage lines come back on a queue the worker inherits at spawn (advisor.progress)
+        stages = ctx.Queue() if on_stage is not None else None
         pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=pool_worker_init,
-                                   initargs=(os.getpid(), on_main))
+                                   initargs=(os.getpid(), on_main, stages))
         try:
-            try:
-                fut = pool.submit(_worker_call, fn, payload)
-                return fut.result(timeout=timeout)
-            except BaseException:
-                _terminate_workers(pool, self.TERMINATE_GRACE_S)
-                raise
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+            # forwarding ends after the worker exited: its queue is flushed by then
+            with progress.forward(stages, on_stage):
+                try:
+                    fut = pool.submit(_worker_call, fn, payload)
+                    return fut.result(timeout=timeout)
+                except BaseException:
+                    _terminate_workers(pool, self.TERMINATE_GRACE_S)
+                    raise
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
         except BrokenProcessPool:
             return {"status": "failed", "error": "the worker process died (crash or out of memory)"}
         except TimeoutError:

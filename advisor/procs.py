@@ -144,10 +144,14 @@ def _die(on_orphan) -> None:
     os._exit(1)
 
 
-def pool_worker_init(ppid: int, use_prctl: bool = True) -> None:
+def pool_worker_init(ppid: int, use_prctl: bool = True, stages=None) -> None:
     """`ProcessPoolExecutor(initializer=...)` of the trial worker: die with the parent, and
     take SIGTERM (sent by the parent on an interruption) as KeyboardInterrupt, so the trial's
-    own cleanup (its latency worker, its temporary directories) runs."""
+    own cleanup (its latency worker, its temporary directories) runs; stage lines go to
+    `stages` (advisor.progress)."""
+    from advisor import progress
+
+    progress.install_queue(stages)
     die_with_parent(ppid, use_prctl=use_prctl)
     signal.signal(signal.SIGTERM, _child_term)
     own_multiprocessing_tempdir()

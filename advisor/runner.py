@@ -19,6 +19,7 @@ from advisor.decide.plan import Plan
 from advisor.errors import PassError, PlanError
 from advisor.passes.base import OnnxArtifact, PassContext, get_pass
 from advisor.passes.config import config_from_dict, config_to_dict
+from advisor.progress import stage
 
 
 @dataclass
@@ -47,6 +48,7 @@ def run_plan(model: nn.Module | OnnxArtifact, plan: Plan, ctx: PassContext,
         spec = get_pass(step.pass_name)
         config = config_from_dict(spec.config_cls, step.config)
         if spec.stage == "onnx" and isinstance(current, nn.Module):
+            stage("export to ONNX")
             fp32 = workdir / "fp32.onnx"
             info = export_onnx(current, fp32, ctx.input_shape)
             current = OnnxArtifact(fp32, ctx.input_shape, {"export": info})
@@ -55,6 +57,7 @@ def run_plan(model: nn.Module | OnnxArtifact, plan: Plan, ctx: PassContext,
                             "earlier step already produced ONNX",
                             "order torch passes (pruning, factorization, KD) before quantization")
         seed_everything(plan.seed + i)
+        stage(f"step {i + 1}/{len(plan.steps)}: {step.pass_name}")
         start = time.perf_counter()
         try:
             result = spec.apply(current, config, ctx)

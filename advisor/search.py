@@ -177,13 +177,15 @@ def pin_replay_configs(plan_json: dict, steps: list[dict]) -> None:
 
 def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | None], dict],
                baseline: Baseline, factors: Factors, settings: SearchSettings, target_name: str,
-               data_specs: dict, progress: Callable[[str, int, int], None] | None = None
+               data_specs: dict,
+               progress: Callable[[str, int, int, float], None] | None = None
                ) -> list[TrialRecord]:
     """Evaluate candidates (and knob variants) within the budget: post-training candidates
     first, then training chains, each in rank order (`search_costs.schedule`); a trial whose
     cost estimate does not fit the time left is not started, and its record says so.
 
-    `run_one(plan, train_seconds)` performs one isolated trial and returns its result dict.
+    `run_one(plan, train_seconds)` performs one isolated trial and returns its result dict;
+    `progress(name, done, total, estimated_seconds)` is called as each trial starts.
     """
     start = time.perf_counter()
     records: list[TrialRecord] = []
@@ -237,7 +239,7 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                               {**_predicted(c), "seconds": round(estimate, 1)},
                               reasons=[c.note] if c.note else [])
             if progress:
-                progress(name, done, total)
+                progress(name, done, total, estimate)
             t0 = time.perf_counter()
             result = run_one(plan, train_s)
             rec.seconds = time.perf_counter() - t0

@@ -18,6 +18,8 @@ from typing import Callable, Iterable, Literal
 import torch
 from torch import nn
 
+from advisor.progress import stage
+
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -204,6 +206,7 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
     start = time.perf_counter()
     with _progress(progress, description, epochs) as advance:
         for epoch in range(epochs):
+            stage(f"{description} epoch {epoch + 1}/{epochs}")
             model.train()
             running, n = 0.0, 0
             for step, (x, y) in enumerate(train_loader):

@@ -19,6 +19,7 @@ import torch
 from advisor.decide.plan import plan_from_json
 from advisor.measure.accuracy import accuracy, logits_agreement
 from advisor.passes.base import OnnxArtifact, PassContext, RetrainBudget, load_builtin_passes
+from advisor.progress import stage
 
 
 @dataclass
@@ -59,6 +60,7 @@ def run_trial(p: TrialPayload) -> dict:
     start_model = p.model if p.model is not None else \
         OnnxArtifact(Path(p.onnx_path), p.input_shape, {})
     result = run_plan(start_model, plan, ctx, workdir)
+    stage("export the deployable model")
     artifact, runtime, export_note = _deploy_artifact(result, p, workdir)
     measured = measure_artifact(artifact, runtime, p)
     measured["size_mb"], measured["size_stored_as"] = _stored_size(artifact, result.steps)
@@ -108,6 +110,7 @@ def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
     """Latency (subprocess), accuracy on val, agreement with the original on reference inputs."""
     from advisor.measure.latency import measure_latency
 
+    stage(f"measure latency ({runtime})")
     lat = measure_latency(artifact, runtime, p.input_shape, target=p.target, **p.measure)
     predict = _predictor(artifact, runtime)
     out: dict[str, Any] = {"runtime": runtime,
@@ -116,11 +119,13 @@ def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
     reference = p.baseline_artifacts.get(runtime)
     if reference:
         from advisor.measure.latency import measure_speedup
+        stage("time against the baseline (paired)")
         paired = measure_speedup(artifact, reference, runtime, p.input_shape, target=p.target,
                                  warmup=int(p.measure.get("warmup", 10)),
                                  repeats=2 * int(p.measure.get("repeats", 100)),
                                  max_seconds=min(4.0, float(p.measure.get("max_seconds", 4.0))))
         out["paired"] = paired.to_json()
+    stage("evaluate")
     out["accuracy"] = _accuracy(predict, p.val_loader) if p.val_loader is not None else None
     if p.reference_inputs is not None and p.reference_logits is not None:
         out["agreement"] = logits_agreement(p.reference_logits, predict(p.reference_inputs))

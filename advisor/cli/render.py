@@ -27,16 +27,22 @@ def stdout_console() -> Console:
 
 
 class Reporter:
-    """Progress bar fed by `analyze(on_event=...)`: one bar over the candidate trials."""
+    """Progress fed by `analyze(on_event=...)`: the stage of the run and of each trial, with the
+    trial's ETA (its cost estimate) and when the search ends at the latest (its budget).
+
+    On a terminal a live bar shows it; when output is piped or redirected, where a bar prints
+    nothing, one timestamped line per stage goes to stderr instead."""
 
     def __init__(self, console: Console | None = None):
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
                                    TextColumn, TimeElapsedColumn)
         self.console = console or Console(stderr=True)
+        self.live = self.console.is_terminal
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(),
                                  console=self.console, transient=True)
         self.task = None
+        self.trial: dict = {}
 
     def __enter__(self):
         self.progress.__enter__()
@@ -47,17 +53,49 @@ class Reporter:
         self.progress.__exit__(*exc)
         return False
 
+    def _line(self, text: str) -> None:
+        import time
+
+        # console.print, not console.log: a log line ends in this file's name and line number
+        self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(text)}",
+                           soft_wrap=True, highlight=False)
+
     def event(self, kind: str, payload: dict) -> None:
         if kind == "stage":
             name = payload["name"]
             total = payload.get("candidates") if name == "search" else None
             self.progress.update(self.task, description=_STAGES.get(name, name), total=total,
                                  completed=0)
-            if name != "search":
-                self.console.log(_STAGES.get(name, name))
+            self._line(_STAGES.get(name, name))
         elif kind == "trial":
-            self.progress.update(self.task, description=f"trying {payload['name']}",
+            import time
+
+            self.trial = {**payload, "started": time.time()}
+            self.progress.update(self.task, description=f"trying {escape(payload['name'])}",
                                  completed=payload["i"], total=payload["n"])
+            self._line(f"trial {payload['i'] + 1}/{payload['n']}: {payload['name']}"
+                       f"{_eta(payload)}")
+        elif kind == "trial_stage" and self.trial:
+            import time
+
+            left = (self.trial.get("estimate_s") or 0.0) - (time.time() - self.trial["started"])
+            eta = f" (~{left:.0f} s left in this trial)" if left > 1 else ""
+            text = f"{self.trial['name']}: {payload['stage']}{eta}"
+            self.progress.update(self.task, description=escape(text))
+            if not self.live:
+                self._line(f"  {payload['stage']}{eta}")
+
+
+def _eta(trial: dict) -> str:
+    import time
+
+    parts = []
+    if trial.get("estimate_s"):
+        parts.append(f"estimated {trial['estimate_s']:.0f} s")
+    if trial.get("search_ends_by"):
+        parts.append("search ends by " + time.strftime("%H:%M", time.localtime(
+            trial["search_ends_by"])) + " at the latest")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _pct(x) -> str:

@@ -54,6 +54,7 @@ from advisor.passes.onnx_common import (collect_batches, describe, eval_batches,
                                         threads_of)
 from advisor.passes.qdq import StaticQuantizer, preprocess
 from advisor.passes.weight_only import weight_only_int8_model
+from advisor.progress import stage
 
 # ---- configs -------------------------------------------------------------------------------
 
@@ -140,6 +141,7 @@ def int8_static(model: OnnxArtifact, config: Int8StaticConfig, ctx: PassContext)
     calib = collect_batches(ctx.calib_loader, config.num_samples, dims, labelled=False,
                             equal_batches=True)
     work = scratch_dir(ctx, "int8_static")
+    stage(f"calibrate int8 ({config.calibration}, {calib.count} samples)")
     try:
         quantize = StaticQuantizer(src, work, config, types, calib, input_name)
         fp32_graph = load_onnx(quantize.model)
