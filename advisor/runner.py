@@ -34,8 +34,11 @@ class RunResult:
 
 
 def run_plan(model: nn.Module | OnnxArtifact, plan: Plan, ctx: PassContext,
-             workdir: Path) -> RunResult:
-    """Apply every step of `plan` to `model` (never modified in place by well-behaved passes)."""
+             workdir: Path, first_step: int = 0) -> RunResult:
+    """Apply every step of `plan` to `model` (never modified in place by well-behaved passes).
+
+    `first_step` > 0 resumes a plan whose first steps another run already carried out (`model`
+    is their result): step i is still seeded plan.seed + i, so the result is the same."""
     from advisor.export import export_onnx
     from advisor.train import seed_everything
 
@@ -45,6 +48,8 @@ def run_plan(model: nn.Module | OnnxArtifact, plan: Plan, ctx: PassContext,
     torch_model = model if isinstance(model, nn.Module) else None
     steps: list[dict] = []
     for i, step in enumerate(plan.steps):
+        if i < first_step:
+            continue
         spec = get_pass(step.pass_name)
         config = config_from_dict(spec.config_cls, step.config)
         if spec.stage == "onnx" and isinstance(current, nn.Module):

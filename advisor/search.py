@@ -24,6 +24,7 @@ from advisor.decide.candidate import Candidate
 from advisor.decide.factors import Factors
 from advisor.decide.plan import Plan, Step
 from advisor.search_costs import OVERRUN_ALLOWED, CostModel, schedule, train_allowance
+from advisor.search_prefix import PrefixStore
 
 @dataclass
 class SearchSettings:
@@ -193,6 +194,7 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
     total = sum(len(v) for _, v in queue)
     chains_left = sum(len(v) for c, v in queue if c.trains)
     costs = CostModel(settings.first_guess_s)
+    prefixes = PrefixStore()
     done = 0
 
     def time_left() -> float | None:
@@ -219,7 +221,10 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                                        f"the trial limit ({settings.max_trials}) was reached"))
                 done += 1
                 continue
-            train_s = train_allowance(c, left, chains_left + 1, costs.overhead(c.family))
+            reuse = prefixes.find(steps)
+            trains = c.trains and not (reuse and _only_untrained_after(steps, reuse["steps"]))
+            train_s = train_allowance(c, left, chains_left + 1, costs.overhead(c.family)) \
+                if trains else None
             estimate = costs.estimate(c, train_s)
             # the first trial may use the allowed overrun: a user with a short budget still
             # learns what the cheapest candidate gives
@@ -240,12 +245,16 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                               reasons=[c.note] if c.note else [])
             if progress:
                 progress(name, done, total, estimate)
+            if reuse:
+                rec.reasons.append(f"steps 1-{reuse['steps']} reused from {reuse['trial']} "
+                                   "(the same steps and seeds: not trained again)")
             t0 = time.perf_counter()
-            result = run_one(plan, train_s)
+            result = run_one(plan, train_s, **({"resume": reuse} if reuse else {}))
             rec.seconds = time.perf_counter() - t0
             _annotate(rec, result, baseline, factors)
             if rec.status == "ok":
-                costs.observe(c, rec.seconds, rec.steps)
+                costs.observe(c, rec.seconds, [s for s in rec.steps if not s.get("reused_from")])
+                prefixes.remember(rec.id, steps, result)
             records.append(rec)
             done += 1
             left = time_left()
@@ -262,6 +271,11 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             if rec.status != "ok" and direction:
                 break
     return records
+
+
+def _only_untrained_after(steps: list[Step], k: int) -> bool:
+    """Whether every step after the first `k` needs no training."""
+    return not any(getattr(_spec(st.pass_name), "trains", False) for st in steps[k:])
 
 
 def _spec(pass_name: str):

@@ -41,6 +41,8 @@ class TrialPayload:
     progress: bool = False
     keep_torch_model: bool = False
     baseline_artifacts: dict = field(default_factory=dict)  # runtime -> baseline file to pair with
+    # the result of this plan's first steps from an earlier trial (`search_prefix`): start there
+    resume: dict | None = None
 
 
 def run_trial(p: TrialPayload) -> dict:
@@ -59,7 +61,15 @@ def run_trial(p: TrialPayload) -> dict:
                                 device=p.device, progress=p.progress)
     start_model = p.model if p.model is not None else \
         OnnxArtifact(Path(p.onnx_path), p.input_shape, {})
-    result = run_plan(start_model, plan, ctx, workdir)
+    first = 0
+    if p.resume is not None:  # the prefix's fp32 ONNX, measured once already
+        stage(f"reuse steps 1-{p.resume['steps']} of {p.resume['trial']}")
+        start_model = OnnxArtifact(Path(p.resume["path"]), p.input_shape, {})
+        first = int(p.resume["steps"])
+    result = run_plan(start_model, plan, ctx, workdir, first_step=first)
+    if p.resume is not None:
+        result.steps = [dict(s, reused_from=p.resume["trial"]) for s in p.resume["ran"]] + \
+            result.steps
     stage("export the deployable model")
     artifact, runtime, export_note = _deploy_artifact(result, p, workdir)
     measured = measure_artifact(artifact, runtime, p)
@@ -67,6 +77,9 @@ def run_trial(p: TrialPayload) -> dict:
     out = {"status": "ok", "measured": measured, "steps": result.steps,
            "artifact": str(artifact), "runtime": runtime,
            "seconds": round(time.perf_counter() - start, 2)}
+    prefix = prefix_onnx(plan, passes, workdir, artifact, runtime, result)
+    if prefix is not None:
+        out["prefix_onnx"] = prefix
     notes = [export_note] if export_note else []
     if measured["size_stored_as"] == "gzip":
         notes.append("size: the gzip-compressed model file (sparse weights shrink only when "
@@ -76,6 +89,27 @@ def run_trial(p: TrialPayload) -> dict:
     if p.keep_torch_model and result.torch_model is not None:
         out["torch_model"] = result.torch_model
     return out
+
+
+def prefix_onnx(plan, passes, workdir: Path, artifact: Path, runtime: str, result
+                ) -> dict | None:
+    """The fp32 ONNX of this plan's torch steps, for a sibling plan that shares them
+    (`search_prefix`): the export before its first ONNX-stage step, or the deployed model
+    when every step ran in torch."""
+    torch_steps = 0
+    for step in plan.steps:
+        if passes[step.pass_name].stage != "torch":
+            break
+        torch_steps += 1
+    if torch_steps == 0:
+        return None
+    if torch_steps < len(plan.steps):
+        path = workdir / "fp32.onnx"
+    elif runtime == "onnxruntime" and not result.is_onnx:
+        path = artifact
+    else:
+        return None
+    return {"steps": torch_steps, "path": str(path)} if path.is_file() else None
 
 
 def _runtimes(target) -> list[str]:
