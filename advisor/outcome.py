@@ -50,6 +50,9 @@ class TrialOutcome:
     agreement: dict | None
     disagreement: float | None  # points of top-1 disagreement with the original
     paired: dict | None = None
+    # [low, high] of the speed-up over consecutive stretches of the paired run (its noise):
+    # candidates whose ranges overlap are ties for the selection (`advisor.search.select`)
+    speedup_range: list | None = None
     artifact: str | None = None
     artifact_sha256: str | None = None
     extra: dict = field(default_factory=dict)  # other raw facts the trial reported
@@ -69,12 +72,17 @@ def derive_outcome(raw: dict, *, runtime: str, baseline_latency: dict[str, float
     reference = min(baseline_latency.values())
     best_runtime = min(baseline_latency, key=baseline_latency.get)
     paired = raw.get("paired") or None
+    speedup_range = None
     if paired and paired.get("speedup"):
         p50, source = same_runtime / float(paired["speedup"]), "paired"
         # on the baseline's own runtime this is the paired ratio itself (the factor is 1.0)
         speedup = float(paired["speedup"]) * (reference / same_runtime)
         speedup_text = (f"paired with the {runtime} baseline in one process (ratio of fastest "
                         f"calls), relative to the baseline on {best_runtime}")
+        if paired.get("speedup_low") and paired.get("speedup_high"):
+            scale = reference / same_runtime
+            speedup_range = [float(paired["speedup_low"]) * scale,
+                             float(paired["speedup_high"]) * scale]
     else:
         p50, source = own.get("p50"), "separate"
         speedup = reference / p50 if p50 else None
@@ -97,6 +105,6 @@ def derive_outcome(raw: dict, *, runtime: str, baseline_latency: dict[str, float
         size_stored_as=raw.get("size_stored_as", "file"),
         peak_memory_mb=raw.get("peak_memory_mb"), accuracy=accuracy, accuracy_drop=drop,
         allowed_drop=allowed_drop, agreement=agreement, disagreement=disagreement,
-        paired=paired, artifact=artifact,
+        paired=paired, speedup_range=speedup_range, artifact=artifact,
         artifact_sha256=sha256_file(artifact) if artifact and Path(artifact).is_file() else None,
         extra={k: v for k, v in raw.items() if k not in known})

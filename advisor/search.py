@@ -273,6 +273,19 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
     return records
 
 
+def _overlap(r: TrialRecord, best: TrialRecord) -> bool:
+    """Whether r's speed-up range reaches into the best's (both measured paired)."""
+    a = getattr(r.outcome, "speedup_range", None)
+    b = getattr(best.outcome, "speedup_range", None)
+    return r is best or bool(a and b and a[1] >= b[0])
+
+
+def _quality_loss(r: TrialRecord) -> float:
+    m = r.measured or {}
+    drop = m.get("accuracy_drop")
+    return drop if drop is not None else (m.get("disagreement") or 0.0)
+
+
 def _only_untrained_after(steps: list[Step], k: int) -> bool:
     """Whether every step after the first `k` needs no training."""
     return not any(getattr(_spec(st.pass_name), "trains", False) for st in steps[k:])
@@ -344,6 +357,18 @@ def select(records: list[TrialRecord], factors: Factors, n_closest: int = 3
     ok = [r for r in records if r.status == "ok"]
     feasible = [r for r in ok if r.meets_constraints]
     if feasible:
-        return min(feasible, key=lambda r: objective(r, factors)), []
+        best = min(feasible, key=lambda r: objective(r, factors))
+        ties = [r for r in feasible if factors.goal == "latency" and _overlap(r, best)]
+        if len(ties) > 1:  # not separable by speed: the accuracy, then the size decides
+            pick = min(ties, key=lambda r: (_quality_loss(r), (r.measured or {}).get("size_mb", 0),
+                                            objective(r, factors)))
+            if pick is not best:
+                lo, hi = best.outcome.speedup_range
+                pick.reasons.append(
+                    f"chosen over {best.id} ({best.name}, {best.measured['speedup']:.2f}x): their "
+                    f"speed-ups overlap within the paired timing's spread ({lo:.2f}–{hi:.2f}x), "
+                    "and this plan keeps more accuracy or is smaller")
+            return pick, []
+        return best, []
     closest = sorted(ok, key=lambda r: (len(r.violations), objective(r, factors)))
     return None, closest[:n_closest]

@@ -228,9 +228,32 @@ class PairedStats:
     block: int
     runtime: str
     load_average: list[float] | None = None
+    # the spread of the speed-up over consecutive stretches of the run (see `segment_speedups`)
+    speedup_low: float | None = None
+    speedup_high: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# a paired run is cut into this many consecutive stretches to see how much its ratio moves
+SEGMENTS = 5
+
+
+def segment_speedups(samples: list[float], reference: list[float], segments: int = SEGMENTS
+                     ) -> list[float]:
+    """The ratio of fastest calls within each of `segments` consecutive stretches of a paired
+    run (samples in time order, the two lists interleaved block by block): how much the
+    speed-up moves with the machine's state. Fewer stretches when the run is short."""
+    n = min(len(samples), len(reference))
+    k = max(1, min(segments, n // 3))
+    out = []
+    for i in range(k):
+        lo, hi = i * n // k, (i + 1) * n // k
+        xs, rs = samples[lo:hi], reference[lo:hi]
+        if xs and rs and min(xs) > 0:
+            out.append(min(rs) / min(xs))
+    return out
 
 
 def measure_speedup(artifact_path: str | os.PathLike, reference_path: str | os.PathLike,
@@ -274,13 +297,16 @@ def measure_speedup(artifact_path: str | os.PathLike, reference_path: str | os.P
         raise LatencyError(f"timing {Path(artifact_path).name} against "
                            f"{Path(reference_path).name} on {runtime} failed: "
                            f"{result.get('error')}", kind=result.get("kind", "error"))
+    parts = segment_speedups(result["samples_ms"], result["reference_samples_ms"])
     xs, rs = sorted(result["samples_ms"]), sorted(result["reference_samples_ms"])
     cand, ref = _percentile(xs, 50), _percentile(rs, 50)
     return PairedStats(p50=cand, reference_p50=ref, speedup=rs[0] / xs[0] if xs[0] > 0 else 0.0,
                        speedup_p50=ref / cand if cand > 0 else 0.0, min=xs[0],
                        reference_min=rs[0],
                        runs=len(result["samples_ms"]), block=int(result.get("block", block)),
-                       runtime=runtime, load_average=result.get("load_average"))
+                       runtime=runtime, load_average=result.get("load_average"),
+                       speedup_low=min(parts) if len(parts) > 1 else None,
+                       speedup_high=max(parts) if len(parts) > 1 else None)
 
 
 def _run_worker(request: dict[str, Any], env_vars: dict[str, str], timeout: float) -> dict:

@@ -45,7 +45,7 @@ def candidate_row(report: dict, cand: dict) -> Row:
              "status": cand["status"], "runtime": m.get("runtime") or cand.get("runtime") or DASH,
              "p50 ms": ms((m.get("latency_ms") or {}).get("p50")) if ok else DASH,
              "own p50 ms": ms((m.get("latency_ms") or {}).get("own_p50")) if ok else DASH,
-             "speed-up": times(m.get("speedup")) if ok else DASH,
+             "speed-up": speedup_text(m) if ok else DASH,
              "size MB": mb(m.get("size_mb")) if ok else DASH,
              "size ratio": times(m.get("size_ratio")) if ok else DASH,
              "accuracy": accuracy_text(report, m) if ok else DASH,
@@ -74,6 +74,12 @@ def predicted_text(pred: dict | None) -> str:
     if s is None and r is None:
         return DASH
     return f"{DASH if s is None else f'{s:.1f}×'} / {times(r)}"
+
+
+def speedup_text(m: dict) -> str:
+    """The speed-up and, when paired, its spread over the run's stretches: '2.81x (2.6–2.9)'."""
+    rng = m.get("speedup_range")
+    return times(m.get("speedup")) + (f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng else "")
 
 
 def cost_text(cand: dict) -> str:

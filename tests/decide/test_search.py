@@ -195,3 +195,44 @@ def test_the_first_trial_may_use_the_allowed_overrun_later_ones_not():
                       settings=SearchSettings(budget_seconds=10.0, first_guess_s=12.0),
                       target_name="cpu", data_specs={})
     assert recs[0].status == "skipped" and "estimated 12 s" in recs[0].error
+
+
+# ---- not choosing on noise -------------------------------------------------------------------
+
+def test_the_speedup_spread_comes_from_consecutive_stretches_of_the_paired_run():
+    from advisor.measure.latency import segment_speedups
+
+    ref = [2.0] * 15
+    cand = [1.0] * 6 + [0.5] * 3 + [1.0] * 6  # one stretch ran faster
+    parts = segment_speedups(cand, ref)
+    assert len(parts) == 5 and min(parts) == 2.0 and max(parts) == 4.0
+    assert segment_speedups([1.0, 1.0], [2.0, 2.0]) == [2.0]  # too short to split
+
+
+def _paired_run(results):
+    def run_one(plan, train_s):
+        speedup, low, high, acc = results[plan.name]
+        return {"status": "ok", "runtime": "onnxruntime",
+                "measured": {"latency_ms": {"p50": 10 / speedup, "p90": 10 / speedup, "cv": 0.0},
+                             "size_mb": 1.0, "accuracy": acc,
+                             "paired": {"speedup": speedup, "speedup_low": low,
+                                        "speedup_high": high}}}
+    return run_one
+
+
+def test_overlapping_speedups_are_ties_broken_by_accuracy():
+    run_one = _paired_run({"fast": (3.2, 2.4, 3.9, 0.975), "close": (3.0, 2.6, 3.3, 0.98),
+                           "slow": (1.5, 1.4, 1.6, 0.98)})
+    recs = run_search([_int8("fast"), _int8("close"), _int8("slow")], run_one=run_one,
+                      baseline=BASE, factors=Factors(max_drop=1.0),
+                      settings=SearchSettings(budget_seconds=None), target_name="cpu",
+                      data_specs={})
+    chosen, _ = select(recs, Factors(max_drop=1.0))
+    assert chosen.name == "close"  # 3.0x vs 3.2x is noise here; it keeps 0.5 pts more
+    assert "overlap" in " ".join(chosen.reasons) and recs[0].id in " ".join(chosen.reasons)
+    # separated ranges: the faster one wins however small its lead
+    run_one = _paired_run({"fast": (3.2, 3.1, 3.3, 0.975), "close": (3.0, 2.9, 3.05, 0.98)})
+    recs = run_search([_int8("fast"), _int8("close")], run_one=run_one, baseline=BASE,
+                      factors=Factors(max_drop=1.0), settings=SearchSettings(budget_seconds=None),
+                      target_name="cpu", data_specs={})
+    assert select(recs, Factors(max_drop=1.0))[0].name == "fast"
