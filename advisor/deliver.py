@@ -50,7 +50,8 @@ def final_paths(value, run):
 
 
 def artifact_accuracy(rec, loader) -> float | None:
-    from advisor.trial import _accuracy as acc, _predictor
+    from advisor.measure.accuracy import accuracy as acc
+    from advisor.trial import _predictor
 
     if rec.artifact is None:
         return None

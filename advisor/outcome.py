@@ -53,6 +53,11 @@ class TrialOutcome:
     # [low, high] of the speed-up over consecutive stretches of the paired run (its noise):
     # candidates whose ranges overlap are ties for the selection (`advisor.search.select`)
     speedup_range: list | None = None
+    # one-sided 95% upper bound on the drop from the paired samples (`measure.drop_bound`),
+    # with the samples it rests on and how many the candidate got wrong / right vs the baseline
+    accuracy_drop_upper: float | None = None
+    drop_samples: int | None = None
+    drop_worse_better: list | None = None
     artifact: str | None = None
     artifact_sha256: str | None = None
     extra: dict = field(default_factory=dict)  # other raw facts the trial reported
@@ -65,7 +70,8 @@ class TrialOutcome:
 
 def derive_outcome(raw: dict, *, runtime: str, baseline_latency: dict[str, float],
                    baseline_size_mb: float, baseline_accuracy: float | None,
-                   allowed_drop: float, artifact: str | None = None) -> TrialOutcome:
+                   allowed_drop: float, artifact: str | None = None,
+                   baseline_correct=None) -> TrialOutcome:
     """The figures of one trial from its raw measurements (see the module docstring)."""
     own = dict(raw.get("latency_ms") or {})
     same_runtime = baseline_latency.get(runtime) or min(baseline_latency.values())
@@ -90,11 +96,12 @@ def derive_outcome(raw: dict, *, runtime: str, baseline_latency: dict[str, float
     accuracy = raw.get("accuracy")
     drop = (baseline_accuracy - accuracy) * 100 \
         if baseline_accuracy is not None and accuracy is not None else None
+    bound = _drop_bound(raw.get("correct"), baseline_correct)
     agreement = raw.get("agreement") or None
     disagreement = (1 - agreement["top1_agreement"]) * 100 if agreement else None
     size = float(raw["size_mb"])
     known = {"latency_ms", "paired", "accuracy", "agreement", "size_mb", "size_stored_as",
-             "peak_memory_mb", "runtime"}
+             "peak_memory_mb", "runtime", "correct"}
     return TrialOutcome(
         runtime=runtime,
         latency_ms={"p50": p50, "own_p50": own.get("p50"), "p90": own.get("p90"),
@@ -105,6 +112,22 @@ def derive_outcome(raw: dict, *, runtime: str, baseline_latency: dict[str, float
         size_stored_as=raw.get("size_stored_as", "file"),
         peak_memory_mb=raw.get("peak_memory_mb"), accuracy=accuracy, accuracy_drop=drop,
         allowed_drop=allowed_drop, agreement=agreement, disagreement=disagreement,
-        paired=paired, speedup_range=speedup_range, artifact=artifact,
+        paired=paired, speedup_range=speedup_range,
+        accuracy_drop_upper=bound["upper"] if bound else None,
+        drop_samples=bound["n"] if bound else None,
+        drop_worse_better=[bound["worse"], bound["better"]] if bound else None,
+        artifact=artifact,
         artifact_sha256=sha256_file(artifact) if artifact and Path(artifact).is_file() else None,
         extra={k: v for k, v in raw.items() if k not in known})
+
+
+def _drop_bound(packed: dict | None, baseline_correct) -> dict | None:
+    """The paired drop bound, when both the trial's and the baseline's flags are known."""
+    if packed is None or baseline_correct is None:
+        return None
+    from advisor.measure.drop_bound import paired_drop, unpack
+
+    flags = unpack(packed)
+    if flags.shape != baseline_correct.shape:
+        return None
+    return paired_drop(baseline_correct, flags)

@@ -142,7 +142,8 @@ def _replay(loaded, plan: Plan, ctx, tgt, data_b, run, measure: dict) -> ApplyRe
          "size_mb": Path(shipped).stat().st_size / 2 ** 20,
          "size_stored_as": "gzip" if shipped != after_file else "file"}
     if data_b.val is not None:
-        from advisor.trial import _accuracy as acc, _predictor
+        from advisor.measure.accuracy import accuracy as acc
+        from advisor.trial import _predictor
         base_predict = baseline_predict(loaded, base_path, "onnxruntime")  # as measured
         b["accuracy"] = accuracy_of(base_predict, data_b.val)
         a["accuracy"] = acc(_predictor(Path(after_file), a["runtime"]), data_b.val)

@@ -25,6 +25,7 @@ from advisor.decide.factors import Factors
 from advisor.decide.plan import Plan, Step
 from advisor.search_costs import OVERRUN_ALLOWED, CostModel, schedule, train_allowance
 from advisor.search_prefix import PrefixStore
+from advisor.selection import objective, select  # noqa: F401  (re-exported: the search's API)
 
 @dataclass
 class SearchSettings:
@@ -44,6 +45,7 @@ class Baseline:
     size_mb: float
     accuracy: float | None  # on the validation split (fraction)
     verified: bool
+    correct: Any = None  # per validation sample, the baseline's top-1 is right (numpy bool)
 
 
 @dataclass
@@ -127,15 +129,6 @@ def check_constraints(rec: TrialRecord, baseline: Baseline, factors: Factors) ->
     return v
 
 
-def objective(rec: TrialRecord, factors: Factors) -> float:
-    """Lower is better: relative latency, relative size, or their product (balanced)."""
-    m = rec.measured or {}
-    rel_lat = 1.0 / m.get("speedup", 1.0)
-    rel_size = m.get("size_ratio", 1.0)
-    return {"latency": rel_lat + 1e-3 * rel_size, "size": rel_size + 1e-3 * rel_lat,
-            "balanced": rel_lat * rel_size}[factors.goal]
-
-
 def _annotate(rec: TrialRecord, result: dict, baseline: Baseline, factors: Factors) -> None:
     """Fill `rec` from a trial's result: every figure is derived once (`advisor.outcome`)."""
     from advisor.outcome import derive_outcome
@@ -150,7 +143,7 @@ def _annotate(rec: TrialRecord, result: dict, baseline: Baseline, factors: Facto
         result["measured"], runtime=rt, baseline_latency=baseline.latency_p50,
         baseline_size_mb=baseline.size_mb, baseline_accuracy=baseline.accuracy,
         allowed_drop=factors.allowed_drop_points(baseline.accuracy),
-        artifact=result.get("artifact"))
+        artifact=result.get("artifact"), baseline_correct=baseline.correct)
     rec.measured, rec.steps = rec.outcome.to_json(), result.get("steps", [])
     pin_replay_configs(rec.plan, rec.steps)
     rec.artifact, rec.runtime = result.get("artifact"), rt
@@ -273,19 +266,6 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
     return records
 
 
-def _overlap(r: TrialRecord, best: TrialRecord) -> bool:
-    """Whether r's speed-up range reaches into the best's (both measured paired)."""
-    a = getattr(r.outcome, "speedup_range", None)
-    b = getattr(best.outcome, "speedup_range", None)
-    return r is best or bool(a and b and a[1] >= b[0])
-
-
-def _quality_loss(r: TrialRecord) -> float:
-    m = r.measured or {}
-    drop = m.get("accuracy_drop")
-    return drop if drop is not None else (m.get("disagreement") or 0.0)
-
-
 def _only_untrained_after(steps: list[Step], k: int) -> bool:
     """Whether every step after the first `k` needs no training."""
     return not any(getattr(_spec(st.pass_name), "trains", False) for st in steps[k:])
@@ -349,26 +329,3 @@ def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_
 def _predicted(c: Candidate) -> dict:
     return {"speedup": c.predicted_speedup, "size_ratio": c.predicted_size_ratio,
             "note": c.note}
-
-
-def select(records: list[TrialRecord], factors: Factors, n_closest: int = 3
-           ) -> tuple[TrialRecord | None, list[TrialRecord]]:
-    """The best feasible trial, or (None, the closest trials) when none is feasible."""
-    ok = [r for r in records if r.status == "ok"]
-    feasible = [r for r in ok if r.meets_constraints]
-    if feasible:
-        best = min(feasible, key=lambda r: objective(r, factors))
-        ties = [r for r in feasible if factors.goal == "latency" and _overlap(r, best)]
-        if len(ties) > 1:  # not separable by speed: the accuracy, then the size decides
-            pick = min(ties, key=lambda r: (_quality_loss(r), (r.measured or {}).get("size_mb", 0),
-                                            objective(r, factors)))
-            if pick is not best:
-                lo, hi = best.outcome.speedup_range
-                pick.reasons.append(
-                    f"chosen over {best.id} ({best.name}, {best.measured['speedup']:.2f}x): their "
-                    f"speed-ups overlap within the paired timing's spread ({lo:.2f}–{hi:.2f}x), "
-                    "and this plan keeps more accuracy or is smaller")
-            return pick, []
-        return best, []
-    closest = sorted(ok, key=lambda r: (len(r.violations), objective(r, factors)))
-    return None, closest[:n_closest]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from advisor.decide.plan import plan_from_json
-from advisor.measure.accuracy import accuracy, logits_agreement
+from advisor.measure.accuracy import correct_flags, logits_agreement
 from advisor.passes.base import OnnxArtifact, PassContext, RetrainBudget, load_builtin_passes
 from advisor.progress import stage
 
@@ -160,7 +160,12 @@ def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
                                  max_seconds=min(4.0, float(p.measure.get("max_seconds", 4.0))))
         out["paired"] = paired.to_json()
     stage("evaluate")
-    out["accuracy"] = _accuracy(predict, p.val_loader) if p.val_loader is not None else None
+    out["accuracy"] = None
+    if p.val_loader is not None:
+        from advisor.measure.drop_bound import pack
+
+        flags = correct_flags(predict, p.val_loader)
+        out["accuracy"], out["correct"] = float(flags.mean()), pack(flags)
     if p.reference_inputs is not None and p.reference_logits is not None:
         out["agreement"] = logits_agreement(p.reference_logits, predict(p.reference_inputs))
     return out
@@ -170,11 +175,6 @@ def _predictor(artifact: Path, runtime: str):
     """A function inputs → logits (numpy) for the deployed artefact."""
     from advisor.measure.accuracy import artifact_predictor
     return artifact_predictor(artifact, runtime)
-
-
-def _accuracy(predict, loader) -> float:
-    """Top-1 accuracy in [0, 1] of `predict` over labelled batches (`measure.accuracy`)."""
-    return accuracy(predict, loader)
 
 
 def _stored_size(artifact: Path, steps: list[dict]) -> tuple[float, str]:

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-__all__ = ["accuracy", "agreement", "predictor", "top1_accuracy", "logits_agreement"]
+__all__ = ["accuracy", "agreement", "correct_flags", "predictor", "top1_accuracy",
+           "logits_agreement"]
 
 
 def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -76,21 +77,28 @@ def _batches(loader_or_inputs: Any) -> Iterable[tuple[Any, Any]]:
 
 def accuracy(model_or_onnx_path: Any, loader: Iterable) -> float:
     """Top-1 accuracy in [0, 1] over a loader of (inputs, labels) batches."""
+    return float(correct_flags(model_or_onnx_path, loader).mean())
+
+
+def correct_flags(model_or_onnx_path: Any, loader: Iterable) -> np.ndarray:
+    """Per sample, in the loader's order: whether the top-1 prediction is the label (bool).
+
+    Paired with the baseline's flags on the same samples, these give the drop's uncertainty
+    (`advisor.measure.drop_bound`)."""
     from advisor.errors import DataError
 
     predict = predictor(model_or_onnx_path)
-    correct = total = 0
+    flags = []
     for x, y in _batches(loader):
         if y is None:
             raise DataError("accuracy needs labelled batches (inputs, labels)",
                             "use agreement() to compare models without labels")
         pred = predict(x).argmax(axis=1)
         labels = np.asarray(y.cpu() if hasattr(y, "cpu") else y)
-        correct += int((pred == labels).sum())
-        total += len(labels)
-    if total == 0:
+        flags.append(pred == labels)
+    if not flags or not sum(len(f) for f in flags):
         raise DataError("the evaluation data is empty")
-    return correct / total
+    return np.concatenate(flags).astype(bool)
 
 
 def agreement(reference: Any, candidate: Any, loader_or_inputs: Any) -> dict[str, float]:

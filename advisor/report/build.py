@@ -17,6 +17,7 @@ def build_report(loaded, tgt, target_json: dict, prof: dict, device_profile, fac
     """The report of one analysis (see schema.json): inputs as api.analyze has them."""
     from datetime import datetime, timezone
 
+    from advisor.measure.drop_bound import METHOD as DROP_BOUND_METHOD
     from advisor.outcome import LATENCY_METHOD
 
     hot = prof.get("hotspots")
@@ -43,7 +44,7 @@ def build_report(loaded, tgt, target_json: dict, prof: dict, device_profile, fac
                     "retrain": factors.retrain, "budget_seconds": factors.budget_seconds,
                     "hardware": factors.hardware,
                     "allowed_drop_points": factors.allowed_drop_points(baseline.accuracy)},
-        "measurement": {"latency": LATENCY_METHOD},
+        "measurement": {"latency": LATENCY_METHOD, "accuracy_bound": DROP_BOUND_METHOD},
         "data": {"verified": data_b.verified, "val": data_b.specs.get("val"),
                  "test": data_b.specs.get("test"), "train": data_b.specs.get("train"),
                  "metric": "top1" if data_b.verified else "agreement",

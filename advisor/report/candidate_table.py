@@ -49,7 +49,7 @@ def candidate_row(report: dict, cand: dict) -> Row:
              "size MB": mb(m.get("size_mb")) if ok else DASH,
              "size ratio": times(m.get("size_ratio")) if ok else DASH,
              "accuracy": accuracy_text(report, m) if ok else DASH,
-             "drop": points(drop_points(report, m)) if ok else DASH,
+             "drop": drop_text(report, m) if ok else DASH,
              "agreement": agreement_text(m) if ok else DASH,
              "predicted": predicted_text(cand.get("predicted")),
              "time s (est./took)": cost_text(cand),
@@ -74,6 +74,12 @@ def predicted_text(pred: dict | None) -> str:
     if s is None and r is None:
         return DASH
     return f"{DASH if s is None else f'{s:.1f}×'} / {times(r)}"
+
+
+def drop_text(report: dict, m: dict) -> str:
+    """The measured drop and its one-sided 95% upper bound: '0.56 pts (≤ 1.48)'."""
+    upper = m.get("accuracy_drop_upper") if drop_points(report, m) is not None else None
+    return points(drop_points(report, m)) + (f" (≤ {upper:.2f})" if upper is not None else "")
 
 
 def speedup_text(m: dict) -> str:

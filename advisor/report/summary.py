@@ -71,6 +71,8 @@ def settings_items(report: dict) -> list[tuple[str, str]]:
               ("runtimes", ", ".join(t.get("runtimes") or []) or DASH),
               ("baseline runtime", b.get("runtime", DASH)),
               ("latency method", (report.get("measurement") or {}).get("latency", DASH)),
+              ("drop bound (≤ in the table)",
+               (report.get("measurement") or {}).get("accuracy_bound", DASH)),
               ("baseline latency spread (cv)", DASH if lat.get("cv") is None
                else f"{lat['cv'] * 100:.1f}%")]
     for key, label in _HOST_KEYS:

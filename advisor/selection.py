@@ -1,0 +1,101 @@
+"""Which measured plan to choose: the best on the goal among those that meet every constraint,
+without choosing on noise.
+
+- **Objective** (lower is better): relative latency, relative size, or their product.
+- **Accuracy, with its uncertainty.** A plan is feasible when its measured drop is within the
+  allowed drop (`search.check_constraints`). Among feasible plans those whose *upper bound* on
+  the drop (`advisor.measure.drop_bound`: paired, one-sided 95%) is within it too come first;
+  when no plan is sure, the best on the point estimate is chosen and says that the split is
+  too small to be sure.
+- **Speed, with its uncertainty.** Plans whose paired speed-up ranges overlap the best one's
+  (`outcome.speedup_range`) are ties: the one with more accuracy margin (the lower upper bound),
+  then the smaller, wins — and says whom it was chosen over and why.
+- `selection_order` lists every feasible plan in the order they would be chosen, so that a pick
+  the held-out split rejects can fall back to the next (`api`, confirm stage).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from advisor.decide.factors import Factors
+
+if TYPE_CHECKING:
+    from advisor.search import TrialRecord
+
+
+def objective(rec: "TrialRecord", factors: Factors) -> float:
+    """Lower is better: relative latency, relative size, or their product (balanced)."""
+    m = rec.measured or {}
+    rel_lat = 1.0 / m.get("speedup", 1.0)
+    rel_size = m.get("size_ratio", 1.0)
+    return {"latency": rel_lat + 1e-3 * rel_size, "size": rel_size + 1e-3 * rel_lat,
+            "balanced": rel_lat * rel_size}[factors.goal]
+
+
+def select(records: list["TrialRecord"], factors: Factors, n_closest: int = 3
+           ) -> tuple["TrialRecord | None", list["TrialRecord"]]:
+    """The best feasible trial, or (None, the closest trials) when none is feasible."""
+    order = selection_order(records, factors)
+    if order:
+        return order[0], []
+    ok = [r for r in records if r.status == "ok"]
+    closest = sorted(ok, key=lambda r: (len(r.violations), objective(r, factors)))
+    return None, closest[:n_closest]
+
+
+def selection_order(records: list["TrialRecord"], factors: Factors) -> list["TrialRecord"]:
+    """Every feasible trial, the one to choose first (see the module docstring)."""
+    feasible = [r for r in records if r.status == "ok" and r.meets_constraints]
+    if not feasible:
+        return []
+    sure = [r for r in feasible if _sure(r)]
+    pool = sure or feasible
+    rest = [r for r in feasible if r not in pool]
+    order = sorted(pool, key=lambda r: objective(r, factors))
+    best = order[0]
+    ties = [r for r in order if factors.goal == "latency" and _overlap(r, best)]
+    pick = min(ties, key=lambda r: (_quality_loss(r), (r.measured or {}).get("size_mb", 0),
+                                    objective(r, factors))) if len(ties) > 1 else best
+    if pick is not best:
+        lo, hi = best.outcome.speedup_range
+        _say(pick, f"chosen over {best.id} ({best.name}, {best.measured['speedup']:.2f}x): their "
+                   f"speed-ups overlap within the paired timing's spread ({lo:.2f}–{hi:.2f}x), "
+                   "and this plan keeps more accuracy margin or is smaller")
+    if not sure and _bounded(pick):
+        m = pick.measured
+        _say(pick, f"within the allowed drop on the measured value ({m['accuracy_drop']:.2f} pts) "
+                   f"but not surely: its upper bound is {m['accuracy_drop_upper']:.2f} pts on "
+                   f"{m['drop_samples']} validation samples; more validation data would tell")
+    return [pick] + [r for r in order if r is not pick] + \
+        sorted(rest, key=lambda r: objective(r, factors))
+
+
+def _say(rec: "TrialRecord", text: str) -> None:
+    if text not in rec.reasons:
+        rec.reasons.append(text)
+
+
+def _bounded(r: "TrialRecord") -> bool:
+    return (r.measured or {}).get("accuracy_drop_upper") is not None
+
+
+def _sure(r: "TrialRecord") -> bool:
+    """The drop's upper bound is within the allowed drop (True where no bound was measured)."""
+    m = r.measured or {}
+    upper = m.get("accuracy_drop_upper")
+    return upper is None or upper <= m.get("allowed_drop", float("inf")) + 1e-9
+
+
+def _overlap(r: "TrialRecord", best: "TrialRecord") -> bool:
+    """Whether r's speed-up range reaches into the best's (both measured paired)."""
+    a = getattr(r.outcome, "speedup_range", None)
+    b = getattr(best.outcome, "speedup_range", None)
+    return r is best or bool(a and b and a[1] >= b[0])
+
+
+def _quality_loss(r: "TrialRecord") -> float:
+    m = r.measured or {}
+    for key in ("accuracy_drop_upper", "accuracy_drop", "disagreement"):
+        if m.get(key) is not None:
+            return m[key]
+    return 0.0
