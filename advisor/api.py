@@ -312,7 +312,8 @@ def _search_stage(st: _Analysis, executor: str) -> None:
     total = st.factors.budget_seconds or _default_budget(st.factors)
     deadline = st.started + total - CONFIRM_SHARE * st.baseline_seconds
 
-    def run_one(plan: Plan, train_seconds: float | None, resume: dict | None = None) -> dict:
+    def run_one(plan: Plan, train_seconds: float | None, resume: dict | None = None,
+                timing: dict | None = None) -> dict:
         counter["n"] += 1
         payload = TrialPayload(
             model=loaded.module, onnx_path=str(loaded.onnx_path) if loaded.onnx_path else None,
@@ -322,7 +323,7 @@ def _search_stage(st: _Analysis, executor: str) -> None:
             val_loader=data_b.val, calib_loader=calib,
             budget=RetrainBudget(st.factors.retrain, epochs=None, seconds=train_seconds),
             reference_inputs=ref_x, reference_logits=ref_logits, measure=st.measure,
-            baseline_artifacts=st.base_files, resume=resume)
+            baseline_artifacts=st.base_files, resume=resume, timing=timing)
         # the promise: no trial runs past the budget plus the allowed overrun
         hard_stop = max(30.0, deadline + OVERRUN_ALLOWED * total - time.perf_counter())
         return ex.run(run_trial, payload, timeout_s=hard_stop,

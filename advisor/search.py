@@ -205,6 +205,7 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
 
     for c, vars_ in queue:
         direction = _monotonic_direction(c)
+        timing = None  # a same-kernels knob: the first variant's latency figures, for the rest
         for name, steps, value in vars_:
             left = time_left()
             if c.trains:
@@ -241,13 +242,21 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             if reuse:
                 rec.reasons.append(f"steps 1-{reuse['steps']} reused from {reuse['trial']} "
                                    "(the same steps and seeds: not trained again)")
+            if timing:
+                rec.reasons.append(f"timed once with {timing['from']}: the {c.knob['field']} "
+                                   "values change only numbers, the same kernels run")
+            extra = {**({"resume": reuse} if reuse else {}), **({"timing": timing} if timing else {})}
             t0 = time.perf_counter()
-            result = run_one(plan, train_s, **({"resume": reuse} if reuse else {}))
+            result = run_one(plan, train_s, **extra)
             rec.seconds = time.perf_counter() - t0
             _annotate(rec, result, baseline, factors)
             if rec.status == "ok":
                 costs.observe(c, rec.seconds, [s for s in rec.steps if not s.get("reused_from")])
                 prefixes.remember(rec.id, steps, result)
+                if timing is None and _same_kernels(c):
+                    timing = {"from": rec.id, "runtime": result.get("runtime"),
+                              **{k: (result.get("measured") or {}).get(k)
+                                 for k in ("latency_ms", "paired", "peak_memory_mb")}}
             records.append(rec)
             done += 1
             left = time_left()
@@ -264,6 +273,16 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             if rec.status != "ok" and direction:
                 break
     return records
+
+
+def _same_kernels(c: Candidate) -> bool:
+    """Whether the candidate's knob values all run the same kernels (`knob_same_kernels`)."""
+    from advisor.passes.config import knob_same_kernels
+
+    if not c.knob:
+        return False
+    spec = _spec(c.steps[c.knob["step"]].pass_name)
+    return bool(spec and knob_same_kernels(spec.config_cls, c.knob["field"]))
 
 
 def _only_untrained_after(steps: list[Step], k: int) -> bool:

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING
 
 from advisor.decide.factors import Factors
 
+# a speed-up range wider than this share of the speed-up says the host was noisy
+NOISY_SPREAD = 0.25
+
 if TYPE_CHECKING:
     from advisor.search import TrialRecord
 
@@ -61,6 +64,12 @@ def selection_order(records: list["TrialRecord"], factors: Factors) -> list["Tri
         _say(pick, f"chosen over {best.id} ({best.name}, {best.measured['speedup']:.2f}x): their "
                    f"speed-ups overlap within the paired timing's spread ({lo:.2f}–{hi:.2f}x), "
                    "and this plan keeps more accuracy margin or is smaller")
+    rng = getattr(pick.outcome, "speedup_range", None)
+    if rng and pick.measured.get("speedup") and \
+            (rng[1] - rng[0]) / pick.measured["speedup"] > NOISY_SPREAD:
+        _say(pick, f"the host was noisy while this plan was timed: its speed-up moved between "
+                   f"{rng[0]:.2f}x and {rng[1]:.2f}x over the run; on a quiet host the "
+                   "candidates separate better")
     if not sure and _bounded(pick):
         m = pick.measured
         _say(pick, f"within the allowed drop on the measured value ({m['accuracy_drop']:.2f} pts) "

@@ -43,6 +43,8 @@ class TrialPayload:
     baseline_artifacts: dict = field(default_factory=dict)  # runtime -> baseline file to pair with
     # the result of this plan's first steps from an earlier trial (`search_prefix`): start there
     resume: dict | None = None
+    # latency figures of a plan that runs the same kernels (`knob_same_kernels`): not re-timed
+    timing: dict | None = None
 
 
 def run_trial(p: TrialPayload) -> dict:
@@ -144,13 +146,18 @@ def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
     """Latency (subprocess), accuracy on val, agreement with the original on reference inputs."""
     from advisor.measure.latency import measure_latency
 
-    stage(f"measure latency ({runtime})")
-    lat = measure_latency(artifact, runtime, p.input_shape, target=p.target, **p.measure)
     predict = _predictor(artifact, runtime)
-    out: dict[str, Any] = {"runtime": runtime,
-                           "latency_ms": {"p50": lat.p50, "p90": lat.p90, "cv": lat.cv},
-                           "peak_memory_mb": getattr(lat, "peak_rss_mb", None)}
-    reference = p.baseline_artifacts.get(runtime)
+    if p.timing is not None and p.timing.get("runtime") == runtime:
+        out: dict[str, Any] = {"runtime": runtime, "timed_with": p.timing["from"],
+                               **{k: p.timing[k] for k in ("latency_ms", "peak_memory_mb",
+                                                           "paired") if p.timing.get(k)}}
+        reference = None
+    else:
+        stage(f"measure latency ({runtime})")
+        lat = measure_latency(artifact, runtime, p.input_shape, target=p.target, **p.measure)
+        out = {"runtime": runtime, "latency_ms": {"p50": lat.p50, "p90": lat.p90, "cv": lat.cv},
+               "peak_memory_mb": getattr(lat, "peak_rss_mb", None)}
+        reference = p.baseline_artifacts.get(runtime)
     if reference:
         from advisor.measure.latency import measure_speedup
         stage("time against the baseline (paired)")

@@ -6,7 +6,9 @@ checks each field against its annotation and the bounds in its field metadata (`
 Field metadata also declares what the rule engine and the search need to know about a config:
 `{"knob": "increasing" | "decreasing" | "unordered"}` marks the one knob tuned by measurement
 (increasing: larger values compress harder), `{"fallback": True}` the accuracy budget (points)
-of an accuracy-aware fallback that the search fills in when a trial misses the budget.
+of an accuracy-aware fallback that the search fills in when a trial misses the budget;
+`{"same_kernels": True}` beside a knob says its values change only numbers (calibration scales),
+not the kernels that run, so the search times one value for all (`knob_same_kernels`).
 
 `config_to_dict`/`config_from_dict` round-trip a config through JSON for plan.json. Each config
 class has a version, `CONFIG_VERSION` (a `ClassVar[int]`; `DEFAULT_CONFIG_VERSION` unless the class
@@ -56,7 +58,7 @@ class _BadValue(ValueError):
 KNOB_DIRECTIONS = ("increasing", "decreasing", "unordered")
 _BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
            "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
-_METADATA_KEYS = {"knob", "fallback", *_BOUNDS}
+_METADATA_KEYS = {"knob", "fallback", "same_kernels", *_BOUNDS}
 
 
 def check_config(config: Any) -> None:
@@ -137,6 +139,12 @@ def config_fallback_field(config_cls: type) -> str | None:
         if f.metadata.get("fallback"):
             return f.name
     return None
+
+
+def knob_same_kernels(config_cls: type, field_name: str) -> bool:
+    """Whether every value of the knob runs the same kernels (only values differ)."""
+    return any(f.name == field_name and bool(f.metadata.get("same_kernels"))
+               for f in dataclasses.fields(config_cls))
 
 
 def knob_direction(config_cls: type, field_name: str) -> str | None:

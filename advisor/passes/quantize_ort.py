@@ -67,9 +67,10 @@ class Int8StaticConfig:
     `max_drop`: accuracy budget in points for the accuracy-aware fallback (None = plain int8).
     """
 
-    # the knob: calibration methods, tried in the order the rule gives
+    # the knob: calibration methods, tried in the order the rule gives; they change only the
+    # scales, so every method runs the same int8 kernels (timed once by the search)
     calibration: Literal["minmax", "entropy", "percentile"] = field(
-        default="minmax", metadata={"knob": "unordered"})
+        default="minmax", metadata={"knob": "unordered", "same_kernels": True})
     num_samples: int = field(default=256, metadata={"ge": 1})
     per_channel: bool = True
     activation_type: Literal["auto", "uint8", "int8"] = "auto"

@@ -10,8 +10,9 @@ BASE = Baseline({"onnxruntime": 10.0}, size_mb=4.0, accuracy=0.98, verified=True
 def fake_run(results):
     calls = []
 
-    def run_one(plan, train_s):
+    def run_one(plan, train_s, **kw):
         calls.append(plan)
+        plan.kw = kw  # what the search passed beside the plan (resume, timing)
         key = plan.name
         r = results[key]
         if isinstance(r, Exception):
@@ -106,6 +107,9 @@ def test_unordered_knob_tries_every_value():
     run_search([c], run_one=run_one, baseline=BASE, factors=Factors(), settings=SearchSettings(),
                target_name="cpu", data_specs={})
     assert [p.name for p in calls] == ["q [calibration=minmax]", "q [calibration=entropy]"]
+    # calibration changes only the scales: the second variant is not timed again
+    assert calls[0].kw == {} and calls[1].kw["timing"]["from"] == "c1"
+    assert calls[1].kw["timing"]["latency_ms"]["p50"] == 4.0
 
 
 def test_fallback_retry_counts_against_max_trials():
@@ -236,3 +240,12 @@ def test_overlapping_speedups_are_ties_broken_by_accuracy():
                       factors=Factors(max_drop=1.0), settings=SearchSettings(budget_seconds=None),
                       target_name="cpu", data_specs={})
     assert select(recs, Factors(max_drop=1.0))[0].name == "fast"
+
+
+def test_a_noisy_timing_is_said():
+    run_one = _paired_run({"a": (3.0, 2.0, 3.6, 0.98)})
+    recs = run_search([_int8("a")], run_one=run_one, baseline=BASE, factors=Factors(max_drop=1.0),
+                      settings=SearchSettings(budget_seconds=None), target_name="cpu",
+                      data_specs={})
+    chosen, _ = select(recs, Factors(max_drop=1.0))
+    assert any("host was noisy" in r and "2.00x and 3.60x" in r for r in chosen.reasons)
