@@ -323,7 +323,8 @@ def _search_stage(st: _Analysis, executor: str) -> None:
             val_loader=data_b.val, calib_loader=calib,
             budget=RetrainBudget(st.factors.retrain, epochs=None, seconds=train_seconds),
             reference_inputs=ref_x, reference_logits=ref_logits, measure=st.measure,
-            baseline_artifacts=st.base_files, resume=resume, timing=timing)
+            baseline_artifacts=st.base_files, resume=resume, timing=timing,
+            reuse_baseline_onnx=True)
         # the promise: no trial runs past the budget plus the allowed overrun
         hard_stop = max(30.0, deadline + OVERRUN_ALLOWED * total - time.perf_counter())
         return ex.run(run_trial, payload, timeout_s=hard_stop,

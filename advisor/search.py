@@ -248,8 +248,9 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             extra = {**({"resume": reuse} if reuse else {}), **({"timing": timing} if timing else {})}
             t0 = time.perf_counter()
             result = run_one(plan, train_s, **extra)
-            rec.seconds = time.perf_counter() - t0
             _annotate(rec, result, baseline, factors)
+            # what the budget paid: the worker's start and imports included
+            rec.seconds = time.perf_counter() - t0
             if rec.status == "ok":
                 costs.observe(c, rec.seconds, [s for s in rec.steps if not s.get("reused_from")])
                 prefixes.remember(rec.id, steps, result)
@@ -339,8 +340,8 @@ def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_
                                   "sensitive layers are kept in fp32 until it fits"])
         t0 = time.perf_counter()
         result = run_one(plan, None)
-        fb.seconds = time.perf_counter() - t0
         _annotate(fb, result, baseline, factors)
+        fb.seconds = time.perf_counter() - t0
         return fb
     return None
 

@@ -45,6 +45,9 @@ class TrialPayload:
     resume: dict | None = None
     # latency figures of a plan that runs the same kernels (`knob_same_kernels`): not re-timed
     timing: dict | None = None
+    # a plan that starts with an ONNX-stage step (int8) starts from the baseline's fp32 ONNX
+    # (`baseline_artifacts`): the same export, not done again in every trial
+    reuse_baseline_onnx: bool = False
 
 
 def run_trial(p: TrialPayload) -> dict:
@@ -64,6 +67,10 @@ def run_trial(p: TrialPayload) -> dict:
     start_model = p.model if p.model is not None else \
         OnnxArtifact(Path(p.onnx_path), p.input_shape, {})
     first = 0
+    base_onnx = p.baseline_artifacts.get("onnxruntime")
+    if p.resume is None and p.reuse_baseline_onnx and base_onnx and plan.steps and \
+            passes[plan.steps[0].pass_name].stage == "onnx" and Path(base_onnx).is_file():
+        start_model = OnnxArtifact(Path(base_onnx), p.input_shape, {})
     if p.resume is not None:  # the prefix's fp32 ONNX, measured once already
         stage(f"reuse steps 1-{p.resume['steps']} of {p.resume['trial']}")
         start_model = OnnxArtifact(Path(p.resume["path"]), p.input_shape, {})
