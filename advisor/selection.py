@@ -4,9 +4,10 @@ without choosing on noise.
 - **Objective** (lower is better): relative latency, relative size, or their product.
 - **Accuracy, with its uncertainty.** A plan is feasible when its measured drop is within the
   allowed drop (`search.check_constraints`). Among feasible plans those whose *upper bound* on
-  the drop (`advisor.measure.drop_bound`: paired, one-sided 95%) is within it too come first;
-  when no plan is sure, the best on the point estimate is chosen and says that the split is
-  too small to be sure.
+  the drop (`advisor.measure.drop_bound`: paired, one-sided 95%) is within it too come first,
+  unless the best of them is more than `SURE_COSTS_AT_MOST` slower than the best on the
+  measured value; a pick that is not sure says that the split is too small to be sure (and the
+  held-out split then confirms it or sends the choice to the next plan).
 - **Speed, with its uncertainty.** Plans whose paired speed-up ranges overlap the best one's
   (`outcome.speedup_range`) are ties: the one with more accuracy margin (the lower upper bound),
   then the smaller, wins — and says whom it was chosen over and why.
@@ -21,6 +22,10 @@ from advisor.decide.factors import Factors
 
 # a speed-up range wider than this share of the speed-up says the host was noisy
 NOISY_SPREAD = 0.25
+# a plan surely within the allowed drop is preferred to a faster one that is within it only on
+# the measured value, unless the sure one is more than this share slower (a 1.03x plan is not
+# a better answer than a 1.71x one that two images of 359 put at 0.56 points)
+SURE_COSTS_AT_MOST = 0.10
 
 if TYPE_CHECKING:
     from advisor.search import TrialRecord
@@ -52,7 +57,10 @@ def selection_order(records: list["TrialRecord"], factors: Factors) -> list["Tri
     if not feasible:
         return []
     sure = [r for r in feasible if _sure(r)]
-    pool = sure or feasible
+    fastest = min(feasible, key=lambda r: objective(r, factors))
+    # a sure plan is preferred unless that costs more than SURE_COSTS_AT_MOST of the objective
+    pool = sure if sure and objective(min(sure, key=lambda r: objective(r, factors)), factors) \
+        <= objective(fastest, factors) / (1 - SURE_COSTS_AT_MOST) else feasible
     rest = [r for r in feasible if r not in pool]
     order = sorted(pool, key=lambda r: objective(r, factors))
     best = order[0]
@@ -70,7 +78,7 @@ def selection_order(records: list["TrialRecord"], factors: Factors) -> list["Tri
         _say(pick, f"the host was noisy while this plan was timed: its speed-up moved between "
                    f"{rng[0]:.2f}x and {rng[1]:.2f}x over the run; on a quiet host the "
                    "candidates separate better")
-    if not sure and _bounded(pick):
+    if not _sure(pick) and _bounded(pick):
         m = pick.measured
         _say(pick, f"within the allowed drop on the measured value ({m['accuracy_drop']:.2f} pts) "
                    f"but not surely: its upper bound is {m['accuracy_drop_upper']:.2f} pts on "

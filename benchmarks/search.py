@@ -8,9 +8,18 @@ budget (+10% allowed), every trial with its cost estimate and the time it took, 
 static alone was measured, the pick's speed-up against int8 alone and its held-out drop.
 
     .venv-vision/bin/python benchmarks/search.py [--models tv-resnet18,tv-mobilenet_v2]
-        [--budget 12m]
+        [--budget 12m] [--regret] [--repeat N]
 
 Writes benchmarks/results/search.{json,md} (a `--models` subset as search-partial).
+
+`--regret`: the same analysis once more without a budget (every candidate and knob value the
+rules offer runs to completion), and the pick within the budget against the best plan of that
+run that keeps the allowed drop on both splits: regret = 1 − pick speed-up / best speed-up.
+Written as search-regret.
+
+`--repeat N`: N runs of `analyze --retrain none` (default budget) on a random-weight torchvision
+ResNet-18 at 1x3x224x224: do the picks' speed-ups agree within their stated spread? Written as
+search-repeat.
 """
 from __future__ import annotations
 
@@ -57,6 +66,52 @@ def run_one(stem: str, examples: Path, budget: str) -> dict:
             "warnings": r.get("warnings", [])}
 
 
+def regret_row(stem: str, examples: Path, budget: str, within: dict) -> dict:
+    """The unbudgeted run's best plan that keeps the drop on both splits, against the pick."""
+    from advisor.api import analyze
+
+    res = analyze(str(examples / f"{stem}.pt2"), arch=TRAINED_MODELS[stem], target="cpu",
+                  max_drop="1%", retrain="finetune", budget="24h", max_trials=100,
+                  data=str(examples / "digits-val.pt"), test_data=str(examples / "digits-test.pt"),
+                  train_data=str(examples / "digits-train.pt"), progress=False,
+                  on_event=lambda kind, p: log(f"{stem} (unbudgeted): {kind} {p.get('name', '')}"))
+    r = res.report
+    best, rows = None, []
+    for c in r["candidates"]:  # feasible: keeps the allowed drop (and every constraint) on val
+        m = c.get("measured") or {}
+        if c["status"] != "ok" or not c.get("meets_constraints"):
+            continue
+        rows.append({"name": c["name"], "speedup": m.get("speedup"),
+                     "drop_val": m.get("accuracy_drop"), "drop_upper": m.get("accuracy_drop_upper")})
+        if best is None or m["speedup"] > best["speedup"]:
+            best = rows[-1]
+    pick = within.get("pick_speedup")
+    return {"model": stem, "unbudgeted_wall_s": r["timing"]["total_seconds"],
+            "plans_feasible": rows, "best": best, "pick": within.get("pick"),
+            "pick_speedup": pick,
+            "regret": (1 - pick / best["speedup"]) if pick and best else None}
+
+
+def repeat_rows(n: int) -> list[dict]:
+    import torch
+    import torchvision
+
+    from advisor.api import analyze
+
+    out = []
+    for i in range(n):
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18().eval()
+        res = analyze(model, target="cpu", max_drop="1%", retrain="none",
+                      input_shape=(1, 3, 224, 224), progress=False,
+                      on_event=lambda kind, p: log(f"repeat {i + 1}: {kind} {p.get('name', '')}"))
+        ch = res.report.get("chosen") or {}
+        m = ch.get("measured") or {}
+        out.append({"run": i + 1, "pick": ch.get("name"), "speedup": m.get("speedup"),
+                    "range": m.get("speedup_range"), "wall_s": res.report["timing"]["total_seconds"]})
+    return out
+
+
 def markdown(rows: list[dict], host: str) -> str:
     out = ["# Search within its budget on real architectures",
            "", f"Host: {host}. `analyze MODEL.pt2 --arch torchvision.models:NAME --retrain finetune "
@@ -82,15 +137,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(TRAINED_MODELS))
     ap.add_argument("--budget", default="12m")
+    ap.add_argument("--regret", action="store_true")
+    ap.add_argument("--repeat", type=int, default=0)
     args = ap.parse_args()
     from advisor.measure.host import detect_host
 
     stems = [m for m in args.models.split(",") if m]
+    from advisor.measure.host import detect_host as _host
+
+    if args.repeat:
+        reps = repeat_rows(args.repeat)
+        ranges = [r["range"] for r in reps if r["range"]]
+        agree = bool(ranges) and max(lo for lo, _ in ranges) <= min(hi for _, hi in ranges)
+        md = ["# Repeated `analyze --retrain none` on a 224 px ResNet-18 (random weights)", "",
+              markdown_table(["run", "pick", "speed-up", "spread", "wall s"],
+                             [[r["run"], r["pick"], r["speedup"],
+                               "—" if not r["range"] else f"{r['range'][0]:.2f}–{r['range'][1]:.2f}",
+                               r["wall_s"]] for r in reps]),
+              "", f"All spreads overlap: {'yes' if agree else 'NO'}."]
+        record("search-repeat", {"host": _host(), "runs": reps, "agree": agree}, "\n".join(md))
+        return
     unknown = set(stems) - set(TRAINED_MODELS)
     if unknown:
         raise SystemExit(f"unknown model(s) {sorted(unknown)}; known: {sorted(TRAINED_MODELS)}")
     examples = trained_examples(quick=False)
     rows = [run_one(s, examples, args.budget) for s in stems]
+    if args.regret:
+        reg = [regret_row(s, examples, args.budget, r) for s, r in zip(stems, rows)]
+        md = ["# Regret: the pick within the budget against every plan run to completion", "",
+              f"Budget {args.budget}; the unbudgeted run tries every candidate and knob value; "
+              "'best' is the fastest plan that keeps the allowed drop (and every constraint) on the validation split; the unbudgeted run's own pick is in the JSON.", "",
+              markdown_table(["model", "pick (budgeted)", "pick speed-up", "best plan",
+                              "best speed-up", "regret", "unbudgeted wall s"],
+                             [[g["model"], g["pick"], g["pick_speedup"],
+                               (g["best"] or {}).get("name"), (g["best"] or {}).get("speedup"),
+                               g["regret"], g["unbudgeted_wall_s"]] for g in reg])]
+        record("search-regret", {"host": _host(), "rows": reg, "budgeted": rows}, "\n".join(md))
     host = detect_host()
     host_text = (f"{host.get('cpu_model')} ({host.get('arch')}), ISA: "
                  f"{', '.join(host.get('isa') or []) or 'unknown'}; "

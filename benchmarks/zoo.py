@@ -220,7 +220,8 @@ def advisor_pick(case: Case, d: Path, tgt, args) -> tuple[Path | None, str | Non
                       "steps": [s.get("pass") for s in (chosen.get("plan") or {}).get("steps", [])],
                       "own_speedup": m.get("speedup"), "own_latency_ms": m.get("latency_ms"),
                       "own_size_mb": m.get("size_mb"), "accuracy_test": chosen.get("accuracy_test"),
-                      "disagreement": m.get("disagreement"), "hotspots": chosen.get("hotspots")}
+                      "disagreement": m.get("disagreement"), "hotspots": chosen.get("hotspots"),
+                      "int8_layer_cost": chosen.get("int8_layer_cost")}
     files = (report.get("applied") or {}).get("files", {})
     shipped = next((Path(p) for k, p in files.items() if not k.endswith("_gz")), None)
     return shipped, chosen.get("runtime"), info
@@ -606,9 +607,15 @@ def main(argv=None) -> int:
     for res in results:
         if any(k.startswith("traceback") for k in res["extra"]):
             md.append(f"\n{res['model']}: see the JSON for the traceback of a failed step.")
+    for res in results:  # what the report said about a small int8 gain, per model
+        note = ((res.get("extra") or {}).get("analyze") or {}).get("chosen") or {}
+        if note.get("int8_layer_cost"):
+            md.append(f"\n{res['model']}, from advisor's report: {note['int8_layer_cost']['text']}")
     name = "zoo-bench"
     if args.quick:
         name += "-quick"
+    elif not names:
+        name += "-trained"  # `--models ''`: only the digits-trained zoo models
     elif args.skip_trained or args.models != ap.get_default("models"):
         name += "-partial"
     record(name, {"args": {k: v for k, v in vars(args).items()}, "host": host,
