@@ -57,7 +57,7 @@ class Reporter:
         import time
 
         # console.print, not console.log: a log line ends in this file's name and line number
-        self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(text)}",
+        self.console.print(f"[dim]\\[{time.strftime('%H:%M:%S')}][/] {escape(text)}",
                            soft_wrap=True, highlight=False)
 
     def event(self, kind: str, payload: dict) -> None:

@@ -175,7 +175,7 @@ def in_trial(run: Run) -> bool:
     return any(WORKER_MARK in cmd and ppid in spawned for _, ppid, cmd in run.tree)
 
 
-_REPORT = re.compile(r"\]\s+(report|confirming on the held-out split)\s")
+_REPORT = re.compile(r"\]\s+(report|confirming on the held-out split)\b")
 
 
 def in_report(run: Run) -> bool:
