@@ -262,8 +262,10 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             done += 1
             left = time_left()
             room_left = len(records) < settings.max_trials and (left is None or left > 0)
+            # a retry is a trial: it counts against both limits; the fallback ranks layers by
+            # their accuracy cost, so without labelled data it cannot run (not even tried)
             if room_left and rec.status == "ok" and not rec.meets_constraints and \
-                    _accuracy_only(rec):  # a retry is a trial: it counts against both limits
+                    baseline.verified and _accuracy_only(rec):
                 fb = _fallback_retry(c, steps, rec, baseline, factors, run_one, settings,
                                      target_name, data_specs, len(records) + 1,
                                      costs.estimate(c, None), left)

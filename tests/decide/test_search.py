@@ -249,3 +249,20 @@ def test_a_noisy_timing_is_said():
                       data_specs={})
     chosen, _ = select(recs, Factors(max_drop=1.0))
     assert any("host was noisy" in r and "2.00x and 3.60x" in r for r in chosen.reasons)
+
+
+def test_no_fallback_retry_without_labelled_data():
+    """The fp32 fallback ranks layers by their accuracy cost: without labels it cannot run."""
+    base = Baseline({"onnxruntime": 10.0}, 4.0, None, verified=False)
+    calls = []
+
+    def run_one(plan, train_s, **kw):
+        calls.append(plan.name)
+        return {"status": "ok", "runtime": "onnxruntime", "measured": {
+            "latency_ms": {"p50": 4.0}, "size_mb": 1.0, "accuracy": None,
+            "agreement": {"top1_agreement": 0.86, "max_abs_diff": 0.3}}}
+    recs = run_search([Candidate("q", [Step("int8_static", {})], "quantization", "r")],
+                      run_one=run_one, baseline=base, factors=Factors(max_drop=1.0),
+                      settings=SearchSettings(budget_seconds=None), target_name="cpu",
+                      data_specs={})
+    assert calls == ["q"] and "disagrees" in recs[0].violations[0]
