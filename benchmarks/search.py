@@ -17,6 +17,10 @@ rules offer runs to completion), and the pick within the budget against the best
 run that keeps the allowed drop on both splits: regret = 1 − pick speed-up / best speed-up.
 Written as search-regret.
 
+`--default-budget NAME`: `analyze --retrain none` with its default budget on a random-weight
+torchvision NAME at 1x3x224x224 (the issue's ResNet-50 case): wall time against that budget.
+Written as search-default-budget-NAME.
+
 `--repeat N`: N runs of `analyze --retrain none` (default budget) on a random-weight torchvision
 ResNet-18 at 1x3x224x224: do the picks' speed-ups agree within their stated spread? Written as
 search-repeat.
@@ -92,6 +96,29 @@ def regret_row(stem: str, examples: Path, budget: str, within: dict) -> dict:
             "regret": (1 - pick / best["speedup"]) if pick and best else None}
 
 
+def default_budget_row(name: str) -> dict:
+    import torch
+    import torchvision
+
+    from advisor.api import _default_budget, analyze
+    from advisor.decide.factors import Factors
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)().eval()
+    t0 = time.perf_counter()
+    res = analyze(model, target="cpu", max_drop="1%", retrain="none", input_shape=(1, 3, 224, 224),
+                  progress=False, on_event=lambda kind, p: log(f"{name}: {kind} {p.get('name', '')}"))
+    wall = time.perf_counter() - t0
+    r = res.report
+    ch = r.get("chosen") or {}
+    return {"model": name, "budget_s": _default_budget(Factors()), "wall_s": round(wall, 1),
+            "pick": ch.get("name"), "speedup": (ch.get("measured") or {}).get("speedup"),
+            "ok": sum(c["status"] == "ok" for c in r["candidates"]),
+            "skipped": sum(c["status"] == "skipped" for c in r["candidates"]),
+            "skip_reasons": sorted({c.get("error") or "" for c in r["candidates"]
+                                    if c["status"] == "skipped"})}
+
+
 def repeat_rows(n: int) -> list[dict]:
     import torch
     import torchvision
@@ -139,12 +166,24 @@ def main() -> None:
     ap.add_argument("--budget", default="12m")
     ap.add_argument("--regret", action="store_true")
     ap.add_argument("--repeat", type=int, default=0)
+    ap.add_argument("--default-budget", default=None, metavar="NAME")
     args = ap.parse_args()
     from advisor.measure.host import detect_host
 
     stems = [m for m in args.models.split(",") if m]
     from advisor.measure.host import detect_host as _host
 
+    if args.default_budget:
+        row = default_budget_row(args.default_budget)
+        md = [f"# `analyze --retrain none` on torchvision {row['model']} at 224 px, default budget",
+              "", markdown_table(["model", "budget s", "wall s", "within +10%", "pick",
+                                  "speed-up", "trials ok", "not started"],
+                                 [[row["model"], row["budget_s"], row["wall_s"],
+                                   "yes" if row["wall_s"] <= 1.1 * row["budget_s"] else "NO",
+                                   row["pick"], row["speedup"], row["ok"], row["skipped"]]]),
+              "", "Not started: " + "; ".join(row["skip_reasons"])]
+        record(f"search-default-budget-{row['model']}", {"host": _host(), **row}, "\n".join(md))
+        return
     if args.repeat:
         reps = repeat_rows(args.repeat)
         ranges = [r["range"] for r in reps if r["range"]]
