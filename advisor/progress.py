@@ -20,10 +20,8 @@ _STOP = None  # the sentinel that ends `forward`
 def stage(text: str) -> None:
     """Report the trial's current stage (a short phrase, e.g. "train epoch 2/5")."""
     if _sink is not None:
-        try:
+        with contextlib.suppress(Exception):  # progress must never break a trial
             _sink(text)
-        except Exception:  # progress must never break a trial
-            pass
 
 
 @contextlib.contextmanager
@@ -59,18 +57,14 @@ def forward(queue: Any, callback: Callable[[str], None] | None):
                 return
             if item is _STOP:
                 return
-            try:
+            with contextlib.suppress(Exception):  # a display error must not stop the pump
                 callback(item)
-            except Exception:
-                pass
 
     t = threading.Thread(target=pump, name="trial-progress", daemon=True)
     t.start()
     try:
         yield
     finally:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a queue already closed
             queue.put(_STOP)
-        except (OSError, ValueError):
-            pass
         t.join(timeout=5.0)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,6 +45,7 @@ class Block:
     input_shape: tuple[int, ...]
     wrapper: nn.Module
     probes: tuple[nn.Module, nn.Module]
+    interface: list[nn.Module] = field(default_factory=list)  # see `interface_layers`
 
 
 class _Probed(nn.Module):
@@ -60,17 +61,6 @@ class _Probed(nn.Module):
 
 def _probe(channels: int, ndim: int) -> nn.Module:
     return nn.Conv2d(channels, channels, 1) if ndim == 4 else nn.Linear(channels, channels)
-
-
-def graph_builds(model: nn.Module, example: torch.Tensor) -> bool:
-    """Whether DepGraph can follow the channels of `model` (errors other than its own propagate)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tp.DependencyGraph().build_dependency(model, example_inputs=example)
-        return True
-    except GRAPH_ERRORS:
-        return False
 
 
 def regroups_channels(model: nn.Module, example: torch.Tensor) -> bool:
@@ -110,13 +100,18 @@ def find_blocks(model: nn.Module, example: torch.Tensor, prunable: tuple[type, .
                 continue
             shapes = calls.get(full)
             block = _probed(full, child, shapes) if shapes else None
-            x = torch.zeros(block.input_shape) if block is not None else None
-            if block is not None and not regroups_channels(child, x) and \
-                    graph_builds(block.wrapper, x):
-                if _has_inside(block, prunable):
-                    blocks.append(block)
+            if block is not None and not regroups_channels(child,
+                                                           torch.zeros(block.input_shape)):
+                try:  # one DepGraph build: whether it builds, and the block's interface
+                    block.interface = interface_layers(block, prunable)
+                except GRAPH_ERRORS:
+                    block = None
             else:
+                block = None
+            if block is None:
                 visit(full, child)
+            elif len(block.interface) < sum(isinstance(m, prunable) for m in child.modules()):
+                blocks.append(block)  # something inside the interface to prune
 
     visit("", model)
     return blocks
@@ -147,12 +142,6 @@ def _probed(name: str, module: nn.Module, shapes: tuple) -> Block | None:
         return None
     wrapper = _Probed(module, in_shape[1], out_shape[1], len(in_shape)).eval()
     return Block(name, module, in_shape, wrapper, (wrapper.probe_in, wrapper.probe_out))
-
-
-def _has_inside(block: Block, prunable: tuple[type, ...]) -> bool:
-    return any(isinstance(m, prunable) for m in block.module.modules()) and \
-        len(interface_layers(block, prunable)) < sum(isinstance(m, prunable)
-                                                      for m in block.module.modules())
 
 
 def interface_layers(block: Block, prunable: tuple[type, ...]) -> list[nn.Module]:

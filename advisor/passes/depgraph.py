@@ -20,8 +20,7 @@ import torch_pruning as tp
 from torch import nn
 
 from advisor.errors import PassError
-from advisor.passes.blockwise import (GRAPH_ERRORS, find_blocks, interface_layers,
-                                      regroups_channels)
+from advisor.passes.blockwise import GRAPH_ERRORS, find_blocks, regroups_channels
 from advisor.passes.importance import make_importance
 from advisor.passes.torch_common import output_layer, prunable_within, resolve_layers
 
@@ -103,9 +102,8 @@ def _block_pruners(model, example, ratio, config, importance, protect, record) -
     protected = {modules[n] for n in protect["layers"]}
     pruners, recs = [], []
     for b in blocks:
-        interface = interface_layers(b, _ROOT_TYPES)
         pruner = _make_pruner(b.wrapper, torch.zeros(b.input_shape), ratio, config, importance,
-                              [*b.probes, *interface])
+                              [*b.probes, *b.interface])
         inside = [m for m in b.module.modules() if m in protected]
         feeding = [p for m in inside for p in producers_in(pruner.DG, m)]
         pruner.ignored_layers = list(pruner.ignored_layers) + inside + feeding
