@@ -75,7 +75,8 @@ def _device_profile(from_profile):
 
 def _model_facts(loaded) -> dict:
     m = loaded.module
-    facts = {"editable": bool(loaded.editable), "is_onnx": m is None}
+    facts = {"editable": bool(loaded.editable), "is_onnx": m is None,
+             "lift_refused": (loaded.metadata or {}).get("lift_refused", "")}
     if m is None:
         return facts
     convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]

@@ -229,7 +229,8 @@ def _public_names(module) -> str:
 
 
 def arch_record(loaded) -> dict:
-    """{"arch", "arch_kwargs"} the model was rebuilt from (only those known): what plan.json's
-    model section and the .pt2 advisor writes record."""
+    """{"arch", "arch_kwargs"} the model was rebuilt from, or {"lifted": version} when it was
+    lifted from its exported graph (only those known): what plan.json's model section and the
+    .pt2 advisor writes record."""
     meta = loaded.metadata or {}
-    return {k: meta[k] for k in ("arch", "arch_kwargs") if meta.get(k)}
+    return {k: meta[k] for k in ("arch", "arch_kwargs", "lifted") if meta.get(k)}

@@ -1,6 +1,7 @@
 """The `.pt2` loader: scan first (`advisor.pt2_safety`) unless trusted, let torch load exactly the
 scanned bytes, then rebuild an editable eager module from an allowlisted (or `--arch`)
-factory checked against the graph, else hand out the graph module with eval() made a no-op."""
+factory checked against the graph, else lift the graph into real layers (`advisor.lift`), else
+hand out the graph module with eval() made a no-op."""
 from __future__ import annotations
 
 import types
@@ -61,8 +62,36 @@ def load_pt2(path: Path, *, arch, trust_pickle, input_shape, arch_kwargs=None) -
             else:
                 meta.pop("arch_kwargs", None)
             return loaded
+    lifted = _lift(ep, shape or input_shape, meta)
+    if lifted is not None:
+        loaded.module, loaded.editable = lifted, _has_layers(lifted)
+        return loaded
     loaded.module = _graph_module(ep)
     return loaded
+
+def _lift(ep, shape, meta: dict) -> nn.Module | None:
+    """The program lifted into real layers (`advisor.lift`), recorded in the metadata; or None
+    with the reason in `meta["lift_refused"]` and the notes."""
+    from advisor.lift import LIFT_VERSION, lift_program
+
+    if shape is None:
+        meta["lift_refused"] = "the input shape is not known (pass --input-shape)"
+        return None
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    try:
+        result = lift_program(ep, x)
+    except Exception as e:  # a graph lifting has not met: the post-training families still run
+        result = None
+        why = f"lifting failed: {type(e).__name__}: {_first_line(e)}"
+    else:
+        why = result.reason
+    if result is None or result.module is None:
+        meta["lift_refused"] = why
+        meta.setdefault("notes", []).append(f"not lifted into layers: {why}")
+        return None
+    meta["lifted"] = LIFT_VERSION
+    meta.setdefault("notes", []).append(result.summary())
+    return result.module
 
 def _rebuild_from_ep(ep, spec: str, kwargs: dict, shape, *, strict: bool, path: Path,
                      notes: list) -> nn.Module | None:

@@ -64,6 +64,7 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
     if arch_kwargs is None and arch and arch == (plan.model or {}).get("arch"):
         arch_kwargs = plan.model.get("arch_kwargs")
     loaded = load_model_arg(model, arch, input_shape, trust_pickle, arch_kwargs)
+    _check_lifted(plan, loaded, str(plan_path or "plan"))
     from advisor.passes.config import check_plan_configs
     check_plan_configs(plan.steps, load_builtin_passes(), source=str(plan_path or "plan"))
     tgt = resolve_target(target or plan.target)
@@ -100,6 +101,19 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
     res.files = {k: run.final(v) for k, v in res.files.items()}
     res.warnings = data_notes + res.warnings
     return res
+
+
+def _check_lifted(plan: Plan, loaded, source: str) -> None:
+    """A plan made on a lifted graph replays on the same lifting, or not at all (its steps
+    name layers that only the lifting creates)."""
+    want, got = (plan.model or {}).get("lifted"), (loaded.metadata or {}).get("lifted")
+    if want is None or want == got:
+        return
+    why = (loaded.metadata or {}).get("lift_refused") or \
+        ("it was rebuilt from its architecture instead" if got is None else f"version {got}")
+    raise PlanError(f"{source} was made on the model lifted from its exported graph (lifting "
+                    f"version {want}), but this model was not lifted that way: {why}",
+                    "apply the plan to the same .pt2 file, without --arch")
 
 
 # what `apply --out` may write (checked against its inputs before any work)

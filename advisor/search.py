@@ -25,6 +25,7 @@ from advisor.decide.factors import Factors
 from advisor.decide.plan import Plan, Step
 from advisor.search_costs import OVERRUN_ALLOWED, CostModel, schedule, train_allowance
 from advisor.search_prefix import PrefixStore
+from advisor.search_prefix import key as prefix_key
 from advisor.selection import objective, select  # noqa: F401  (re-exported: the search's API)
 
 @dataclass
@@ -185,7 +186,10 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
     records: list[TrialRecord] = []
     queue = [(c, variants(c)) for c in schedule(candidates)]
     total = sum(len(v) for _, v in queue)
-    chains_left = sum(len(v) for c, v in queue if c.trains)
+    # the training runs still to come: a chain whose trained steps an earlier sibling already
+    # trains (its `+ int8` twin, `search_prefix`) is not one, so it takes no share of the time
+    to_train = [_trained_steps_key(steps) for c, v in queue if c.trains for _, steps, _ in v]
+    trained: set[str] = set()
     costs = CostModel(settings.first_guess_s)
     prefixes = PrefixStore()
     done = 0
@@ -209,7 +213,9 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
         for name, steps, value in vars_:
             left = time_left()
             if c.trains:
-                chains_left -= 1
+                mine = to_train.pop(0)
+                chains_left = len({k for k in to_train if k not in trained} | {mine}) \
+                    if mine not in trained else 1
             if len(records) >= settings.max_trials:
                 records.append(skipped(c, name, steps,
                                        f"the trial limit ({settings.max_trials}) was reached"))
@@ -217,7 +223,7 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                 continue
             reuse = prefixes.find(steps)
             trains = c.trains and not (reuse and _only_untrained_after(steps, reuse["steps"]))
-            train_s = train_allowance(c, left, chains_left + 1, costs.overhead(c.family)) \
+            train_s = train_allowance(c, left, chains_left, costs.overhead(c.family)) \
                 if trains else None
             estimate = costs.estimate(c, train_s)
             # the first trial may use the allowed overrun: a user with a short budget still
@@ -252,6 +258,8 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             # what the budget paid: the worker's start and imports included
             rec.seconds = time.perf_counter() - t0
             if rec.status == "ok":
+                if c.trains:
+                    trained.add(_trained_steps_key(steps))
                 costs.observe(c, rec.seconds, [s for s in rec.steps if not s.get("reused_from")])
                 prefixes.remember(rec.id, steps, result)
                 if timing is None and _same_kernels(c):
@@ -286,6 +294,13 @@ def _same_kernels(c: Candidate) -> bool:
         return False
     spec = _spec(c.steps[c.knob["step"]].pass_name)
     return bool(spec and knob_same_kernels(spec.config_cls, c.knob["field"]))
+
+
+def _trained_steps_key(steps: list[Step]) -> str:
+    """The steps up to the last one that trains (what a sibling plan can reuse)."""
+    last = max((i for i, st in enumerate(steps) if getattr(_spec(st.pass_name), "trains", False)),
+               default=-1)
+    return prefix_key(steps[:last + 1])
 
 
 def _only_untrained_after(steps: list[Step], k: int) -> bool:

@@ -8,7 +8,7 @@ budget (+10% allowed), every trial with its cost estimate and the time it took, 
 static alone was measured, the pick's speed-up against int8 alone and its held-out drop.
 
     .venv-vision/bin/python benchmarks/search.py [--models tv-resnet18,tv-mobilenet_v2]
-        [--budget 12m] [--regret] [--repeat N]
+        [--budget 12m] [--regret] [--repeat N] [--examples]
 
 Writes benchmarks/results/search.{json,md} (a `--models` subset as search-partial).
 
@@ -20,6 +20,11 @@ Written as search-regret.
 `--default-budget NAME`: `analyze --retrain none` with its default budget on a random-weight
 torchvision NAME at 1x3x224x224 (the issue's ResNet-50 case): wall time against that budget.
 Written as search-default-budget-NAME.
+
+`--examples`: the three digits examples (resnet, mobilenet, vgg), `--retrain none` with its
+default budget and `--retrain finetune --budget 8m` as results/advisor.json recorded them before
+the search kept its budget: within the budget, int8 alone measured, and the pick no worse than
+the recorded one. Written as search-examples.
 
 `--repeat N`: N runs of `analyze --retrain none` (default budget) on a random-weight torchvision
 ResNet-18 at 1x3x224x224: do the picks' speed-ups agree within their stated spread? Written as
@@ -38,16 +43,19 @@ from benchmarks._common import markdown_table, record  # noqa: E402
 from benchmarks.zoo import TRAINED_MODELS, log, trained_examples  # noqa: E402
 
 
-def run_one(stem: str, examples: Path, budget: str) -> dict:
+def run_one(stem: str, examples: Path, budget: str, arch: str | None = "trained",
+            retrain: str = "finetune") -> dict:
+    """One budgeted analysis of examples/STEM.pt2 (arch "trained": its TRAINED_MODELS entry)."""
     from advisor.api import analyze
     from advisor.decide.factors import parse_duration_s
 
     t0 = time.perf_counter()
-    res = analyze(str(examples / f"{stem}.pt2"), arch=TRAINED_MODELS[stem], target="cpu",
-                  max_drop="1%", retrain="finetune", budget=budget,
+    res = analyze(str(examples / f"{stem}.pt2"),
+                  arch=TRAINED_MODELS[stem] if arch == "trained" else arch, target="cpu",
+                  max_drop="1%", retrain=retrain, budget=budget,
                   data=str(examples / "digits-val.pt"), test_data=str(examples / "digits-test.pt"),
-                  train_data=str(examples / "digits-train.pt"), progress=False,
-                  on_event=lambda kind, p: log(f"{stem}: {kind} {p}"))
+                  train_data=str(examples / "digits-train.pt") if retrain != "none" else None,
+                  progress=False, on_event=lambda kind, p: log(f"{stem}: {kind} {p}"))
     wall = time.perf_counter() - t0
     r = res.report
     trials = [{"id": c["id"], "name": c["name"], "status": c["status"],
@@ -60,7 +68,7 @@ def run_one(stem: str, examples: Path, budget: str) -> dict:
               for c in r["candidates"]]
     int8_alone = [t for t in trials if t["steps"] == ["int8_static"] and t["status"] == "ok"]
     chosen = r.get("chosen") or {}
-    budget_s = parse_duration_s(budget)
+    budget_s = parse_duration_s(budget) if budget else _default_budget_s(retrain)
     return {"model": stem, "budget_s": budget_s, "wall_s": round(wall, 1),
             "within_budget_10pct": wall <= 1.1 * budget_s,
             "int8_alone_measured": bool(int8_alone),
@@ -68,6 +76,82 @@ def run_one(stem: str, examples: Path, budget: str) -> dict:
             "pick": chosen.get("name"), "pick_speedup": (chosen.get("measured") or {}).get("speedup"),
             "pick_drop_test": chosen.get("accuracy_drop_test"), "trials": trials,
             "warnings": r.get("warnings", [])}
+
+
+def _default_budget_s(retrain: str) -> float:
+    from advisor.api import _default_budget
+    from advisor.decide.factors import Factors
+
+    return _default_budget(Factors(retrain=retrain))
+
+
+EXAMPLE_SCENARIOS = (("resnet", "none"), ("resnet", "finetune"), ("mobilenet", "none"),
+                     ("mobilenet", "finetune"), ("vgg", "none"), ("vgg", "finetune"))
+
+
+def example_rows(budget: str) -> list[dict]:
+    """The three digits examples, retrain none (default budget) and finetune (BUDGET), each
+    against the scenario recorded in results/advisor.json before the search kept its budget."""
+    import json
+
+    from benchmarks._common import RESULTS, ensure_examples
+
+    ex = ensure_examples()
+    recorded = {}
+    if (RESULTS / "advisor.json").exists():
+        recorded = {s["scenario"]: s for s in json.loads(
+            (RESULTS / "advisor.json").read_text())["scenarios"]}
+    rows = []
+    for stem, retrain in EXAMPLE_SCENARIOS:
+        row = run_one(stem, ex, budget if retrain != "none" else None, arch=None, retrain=retrain)
+        row["retrain"] = retrain
+        prev = recorded.get(f"{stem} cpu retrain={retrain}")
+        row["recorded"] = None if prev is None else {
+            "pick": prev["chosen"], "speedup": prev["speedup"], "drop_test": prev["drop_test_pts"],
+            "seconds": prev["seconds"]}
+        row["no_worse"] = None if prev is None else no_worse(row, row["recorded"])
+        rows.append(row)
+    return rows
+
+
+def no_worse(now: dict, prev: dict, allowed_drop: float = 1.0, tolerance: float = 0.10) -> bool:
+    """The pick keeps the allowed drop on the held-out split and is as fast as the recorded
+    pick within TOLERANCE (timing noise between two runs on this host), or the recorded pick
+    broke the allowed drop on the held-out split and this one does not."""
+    drop = now.get("pick_drop_test")
+    if drop is None or drop > allowed_drop + 1e-9:
+        return False
+    if (prev.get("drop_test") or 0.0) > allowed_drop + 1e-9:
+        return True
+    return (now.get("pick_speedup") or 0.0) >= (1 - tolerance) * (prev.get("speedup") or 0.0)
+
+
+def examples_markdown(rows: list[dict], host: str) -> str:
+    out = ["# Search within its budget on the three digits examples", "",
+           f"Host: {host}. `analyze example/NAME.pt2 --retrain R --max-drop 1%` on the digits "
+           "splits (`benchmarks/search.py --examples`); 'recorded' is the same scenario in "
+           "results/advisor.json, measured before the search kept its budget. 'No worse': the pick "
+           "keeps 1 pt on the held-out split and is within 10% of the recorded speed-up, or the "
+           "recorded pick broke 1 pt held-out.", ""]
+    out.append(markdown_table(
+        ["model", "retrain", "budget s", "wall s", "within +10%", "int8 alone speed-up", "pick",
+         "pick speed-up", "held-out drop", "recorded pick", "recorded speed-up",
+         "recorded drop", "no worse"],
+        [[r["model"], r["retrain"], r["budget_s"], r["wall_s"],
+          "yes" if r["within_budget_10pct"] else "NO",
+          r["int8_alone_best_speedup"] if r["int8_alone_measured"] else "NOT MEASURED",
+          r["pick"], r["pick_speedup"], r["pick_drop_test"],
+          *((r["recorded"]["pick"], r["recorded"]["speedup"], r["recorded"]["drop_test"])
+            if r["recorded"] else (None, None, None)),
+          {True: "yes", False: "NO", None: "—"}[r["no_worse"]]] for r in rows]))
+    for r in rows:
+        out += ["", f"## {r['model']} retrain={r['retrain']}: every trial, estimated against "
+                "actual cost", ""]
+        out.append(markdown_table(
+            ["id", "plan", "status", "estimate s", "took s", "speed-up", "drop (pts)", "note"],
+            [[t["id"], t["name"], t["status"], t["estimate_s"], t["took_s"], t["speedup"],
+              t["drop"], t["note"]] for t in r["trials"]]))
+    return "\n".join(out)
 
 
 def regret_row(stem: str, examples: Path, budget: str, within: dict) -> dict:
@@ -167,6 +251,8 @@ def main() -> None:
     ap.add_argument("--regret", action="store_true")
     ap.add_argument("--repeat", type=int, default=0)
     ap.add_argument("--default-budget", default=None, metavar="NAME")
+    ap.add_argument("--examples", action="store_true",
+                    help="the three digits examples against results/advisor.json (budget 8m)")
     args = ap.parse_args()
     from advisor.measure.host import detect_host
 
@@ -183,6 +269,13 @@ def main() -> None:
                                    row["pick"], row["speedup"], row["ok"], row["skipped"]]]),
               "", "Not started: " + "; ".join(row["skip_reasons"])]
         record(f"search-default-budget-{row['model']}", {"host": _host(), **row}, "\n".join(md))
+        return
+    if args.examples:
+        rows = example_rows("8m" if args.budget == "12m" else args.budget)
+        host = detect_host()
+        record("search-examples", {"host": host, "rows": rows}, examples_markdown(
+            rows, f"{host.get('cpu_model')}; {host.get('cores_available')} cores; load average "
+                  f"at the end {' / '.join(str(x) for x in host.get('load_average') or [])}"))
         return
     if args.repeat:
         reps = repeat_rows(args.repeat)

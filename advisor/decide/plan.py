@@ -41,7 +41,8 @@ class Plan:
     seed: int = 0
     data: dict[str, Any] = field(default_factory=dict)  # data specs used (train/calib), for replay
     # the original model's architecture: {"arch": "pkg.module:factory", "arch_kwargs": {...}};
-    # `apply --arch` with the same factory uses these kwargs (the plan itself never imports it)
+    # `apply --arch` with the same factory uses these kwargs (the plan itself never imports it);
+    # {"lifted": version}: the model was lifted from its exported graph (`advisor.lift`)
     model: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     # what `analyze` measured for this plan (artefact sha256, outputs on probe inputs): `apply`
@@ -156,6 +157,10 @@ def _check_model(m: dict, source: str) -> None:
     if m.get("arch_kwargs") is not None and not isinstance(m["arch_kwargs"], dict):
         raise PlanError(f"{source}: 'model.arch_kwargs' must be an object, got "
                         f"{_kind(m['arch_kwargs'])}")
+    lifted = m.get("lifted")
+    if lifted is not None and (isinstance(lifted, bool) or not isinstance(lifted, int)):
+        raise PlanError(f"{source}: 'model.lifted' must be the lifting's version (an integer), "
+                        f"got {_kind(lifted)}")
 
 
 def load_plan(path: str | Path, known_passes: Iterable[str]) -> Plan:

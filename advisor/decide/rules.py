@@ -115,7 +115,10 @@ def structured_pruning_for_latency(s: Situation) -> RuleResult | None:
     if not s.editable:
         return RuleResult("structured_pruning_for_latency", "info",
                           "Structured pruning needs the model's layers (an eager module); this file "
-                          "holds only a traced graph. Pass --arch pkg.module:factory to enable it.")
+                          "holds only a traced graph" +
+                          (f" that could not be lifted into layers ({s.lift_refused})"
+                           if s.lift_refused else "") +
+                          ". Pass --arch pkg.module:factory to enable it.")
     if s.factors.goal == "size" and not may_train(s):
         return None
     if not may_train(s):

@@ -52,6 +52,7 @@ class Situation:
     flops: int | None = None
     editable: bool = True  # an eager module with real layers (structured passes need it)
     is_onnx: bool = False  # the input is an ONNX file: only ONNX-stage passes apply
+    lift_refused: str = ""  # why an exported graph could not be lifted into layers
     has_batchnorm: bool = False
     has_depthwise: bool = False
     spatial_convs: int = 0  # k x k convolutions (k > 1), groups == 1: Tucker-2 candidates
@@ -89,6 +90,7 @@ def situation_from(profile: dict[str, Any], target: dict[str, Any], facts: dict[
         peak_memory_mb=profile.get("peak_memory_mb"), size_mb=profile.get("size_mb"),
         params=profile.get("params"), flops=profile.get("flops"),
         editable=bool(facts.get("editable", True)), is_onnx=bool(facts.get("is_onnx", False)),
+        lift_refused=str(facts.get("lift_refused") or ""),
         has_batchnorm=bool(facts.get("has_batchnorm")),
         has_depthwise=bool(facts.get("has_depthwise")),
         spatial_convs=int(facts.get("spatial_convs", 0)), isa=isa,

@@ -266,3 +266,18 @@ def test_no_fallback_retry_without_labelled_data():
                       settings=SearchSettings(budget_seconds=None), target_name="cpu",
                       data_specs={})
     assert calls == ["q"] and "disagrees" in recs[0].violations[0]
+
+
+def test_siblings_that_share_their_training_take_one_share_of_the_time():
+    """"prune → fine-tune → int8" and "prune → fine-tune" train once (the second reuses the
+    first's steps), so the time left is split between two training runs, not three."""
+    log = []
+    run_one = _timed_run({"chain + int8": 0.0, "chain": 0.0, "other": 0.0}, log)
+    twin = Candidate("chain + int8", [Step("prune_structured", {"ratio": 0.3}), Step("finetune", {}),
+                                      Step("int8_static", {})], "pruning", "r", trains=True)
+    other = Candidate("other", [Step("prune_structured", {"ratio": 0.5}), Step("finetune", {})],
+                      "pruning", "r", trains=True)
+    run_search([twin, _chain("chain"), other], run_one=run_one, baseline=BASE, factors=Factors(),
+               settings=SearchSettings(budget_seconds=1000.0), target_name="cpu", data_specs={})
+    first = dict(log)["chain + int8"]
+    assert first is not None and first > 0.9 * 1000 / 2 - 60  # a half, not a third

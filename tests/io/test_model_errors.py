@@ -191,7 +191,8 @@ def test_pt2_naming_a_non_allowlisted_factory_does_not_import_it(tmp_path, refer
     f = save_pt2(reference, tmp_path / "m.pt2", (1, 3, 32, 32), {"arch": spec})
     loaded = load_model(str(f))
     assert not imported.exists() and not called.exists()
-    assert not loaded.editable
+    # its layers come from lifting the graph, not from the factory it names
+    assert loaded.metadata.get("lifted") and type(loaded.module).__name__ == "LiftedProgram"
     assert any("not on the allowlist" in n for n in loaded.metadata["notes"])
     # the same factory, named by the user, is trusted and used
     loaded = load_model(str(f), arch=spec)
@@ -205,7 +206,7 @@ def test_pt2_naming_os_system_is_not_called(tmp_path, reference):
     f = save_pt2(reference, tmp_path / "m.pt2", (1, 3, 32, 32),
                  {"arch": "os:system", "arch_kwargs": {"command": f"touch {marker}"}})
     loaded = load_model(str(f))
-    assert not marker.exists() and not loaded.editable
+    assert not marker.exists() and type(loaded.module).__name__ == "LiftedProgram"
 
 
 def test_allowlisted_arch_that_does_not_fit_falls_back_to_the_graph(tmp_path, reference):
@@ -214,7 +215,8 @@ def test_allowlisted_arch_that_does_not_fit_falls_back_to_the_graph(tmp_path, re
     f = save_pt2(reference, tmp_path / "m.pt2", (1, 3, 32, 32),
                  {"arch": "advisor.examples.models:vgg"})
     loaded = load_model(str(f))
-    assert loaded.format == "pt2" and not loaded.editable
+    assert loaded.format == "pt2" and loaded.metadata.get("lifted")
+    assert type(loaded.module).__name__ == "LiftedProgram"
     assert any("not rebuilt" in n for n in loaded.metadata["notes"])
 
 

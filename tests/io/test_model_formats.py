@@ -35,9 +35,26 @@ def test_pt2_with_allowlisted_arch_rebuilds_an_editable_eager_module(artefacts, 
     torch.testing.assert_close(_outputs(loaded, probe), _expected(reference, probe))
 
 
-def test_pt2_without_arch_gives_the_graph_not_editable(artefacts, reference, probe):
+def test_pt2_without_arch_is_lifted_into_layers(artefacts, reference, probe):
+    loaded = load_model(str(artefacts["pt2_plain"]))
+    assert loaded.format == "pt2" and loaded.editable and loaded.metadata["lifted"] == 1
+    convs = [m for m in loaded.module.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == sum(isinstance(m, nn.Conv2d) for m in reference.modules())
+    assert any("lifted from the exported graph" in n for n in loaded.metadata["notes"])
+    torch.testing.assert_close(_outputs(loaded, probe), _expected(reference, probe))
+    loaded.module.train()  # a lifted module trains (its BatchNorms are real layers)
+    loaded.module(torch.randn(4, *probe.shape[1:])).sum().backward()
+    assert convs[0].weight.grad is not None
+
+
+def test_pt2_that_cannot_be_lifted_gives_the_graph_not_editable(artefacts, reference, probe,
+                                                                monkeypatch):
+    from advisor import lift
+
+    monkeypatch.setattr(lift, "lift_program", lambda ep, x: lift.LiftResult(None, "no reason"))
     loaded = load_model(str(artefacts["pt2_plain"]))
     assert loaded.format == "pt2" and not loaded.editable
+    assert loaded.metadata["lift_refused"] == "no reason"
     assert not any(isinstance(m, nn.Conv2d) for m in loaded.module.modules())
     assert loaded.module.eval() is loaded.module  # eval() is allowed (mode fixed at export)
     with pytest.raises(NotImplementedError, match="cannot be trained"):

@@ -291,7 +291,7 @@ def test_repacked_archive_loads_identically(artefacts, probe, tmp_path, referenc
 
 def test_graph_only_round_trip(artefacts, reference, probe):
     loaded = load_model(str(artefacts["pt2_plain"]))
-    assert loaded.format == "pt2" and not loaded.editable
+    assert loaded.format == "pt2" and loaded.metadata.get("lifted")
     with torch.inference_mode():
         assert torch.allclose(loaded.module(probe), reference(probe), atol=1e-5)
 

@@ -1,0 +1,393 @@
+"""Lift a `torch.export` program into a trainable module with real layers.
+
+A deployment engineer is often handed only `model.pt2`. Its graph calls `aten.conv2d`,
+`aten.linear` and `aten.batch_norm` on lifted parameters, so nothing that needs layers
+(Torch-Pruning's dependency graph, Tucker-2, fine-tuning with BatchNorm in train mode) can work
+on `ep.module()`. Here each such call on parameters becomes a real `nn.Conv2d`, `nn.Linear` or
+`nn.BatchNorm2d` submodule, named after the module path the export recorded in the weights'
+names (`layer1.0.conv1.weight` → `layer1.0.conv1`), and the rest of the graph stays as it is.
+
+Shapes the export hard-coded are made to follow the model: a `view`/`reshape` to literal sizes
+takes its batch dimension from its input and lets the dimension that carries the channels be
+inferred (-1), so the module trains at any batch size and still runs after channels are pruned.
+`_guards_fn` (the export's input-shape guards, batch 1) is dropped for the same reason.
+
+Written here because no library does it: torch.export can unlift a program (`ep.module()`) but
+keeps its parameters as bare attributes; Torch-Pruning, NNI and NNCF all need the `nn.Module`.
+Lifting refuses, with the op that stops it, a graph with control flow (higher-order ops) or ops
+outside the aten namespace; the lifted module must reproduce the program's outputs (1e-5) at two
+batch sizes, or it is not used.
+"""
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx, nn
+
+__all__ = ["LiftResult", "lift_program", "reshape_following", "LIFT_VERSION"]
+
+LIFT_VERSION = 1  # recorded in plans: apply replays the same lifting
+TOLERANCE = 1e-5
+
+aten = torch.ops.aten
+
+
+@dataclass
+class LiftResult:
+    module: nn.Module | None
+    reason: str = ""  # why it was not lifted (module None)
+    layers: dict = field(default_factory=dict)  # kind -> count
+    reshapes: int = 0  # views made to follow batch and channels
+
+    def summary(self) -> str:
+        parts = [f"{n} {k}" for k, n in self.layers.items() if n]
+        text = "lifted from the exported graph: " + ", ".join(parts) + " became layers"
+        if self.reshapes:
+            text += f"; {self.reshapes} fixed-size reshape(s) now follow batch and channels"
+        return text
+
+
+def reshape_following(x: torch.Tensor, shape: list) -> torch.Tensor:
+    """`x.reshape(shape)` where "batch" stands for x's own first dimension."""
+    return x.reshape([x.shape[0] if d == "batch" else d for d in shape])
+
+
+def lift_program(ep, example: torch.Tensor) -> LiftResult:
+    """The program `ep` as a module with real layers, or the reason it cannot be lifted."""
+    with _quiet():
+        gm = ep.module()
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(gm.graph, {}))
+    stop = _unliftable_op(graph)
+    if stop:
+        return LiftResult(None, stop)
+    root = nn.Module()
+    layers = {"convolutions": 0, "linear layers": 0, "batch norms": 0}
+    made: dict[str, nn.Module] = {}
+    for node in list(graph.nodes):
+        kind, module, weight_target = _layer_for(node, gm)
+        if module is None:
+            continue
+        path = weight_target.rsplit(".", 1)[0] if "." in weight_target else weight_target
+        if path in made and not _same_layer(made[path], module):
+            path = _free_name(path + "_lifted", made)
+        made.setdefault(path, module)
+        with graph.inserting_before(node):
+            new = graph.call_module(path, (node.args[0],))
+        new.meta = dict(node.meta)
+        _replace_uses(node, new)
+        graph.erase_node(node)
+        layers[kind] += 1
+    if not made:
+        return LiftResult(None, "the graph calls no convolution, linear or batch-norm on its "
+                                "parameters: there are no layers to lift")
+    reshapes = _follow_shapes(graph)
+    for node in list(graph.nodes):
+        if node.op == "call_module" and node.target == "_guards_fn":
+            graph.erase_node(node)
+        elif node.op == "get_attr" and not node.users:
+            graph.erase_node(node)
+    for path in sorted(made, key=lambda p: p.count(".")):
+        _set_path(root, path, made[path])
+    for node in graph.nodes:
+        if node.op == "get_attr":
+            _copy_attr(gm, root, node.target)
+    _single_output(graph, gm)
+    graph.lint()
+    lifted = fx.GraphModule(root, graph, class_name="LiftedProgram")
+    lifted.eval()
+    mismatch = _check_same(lifted, gm, example)
+    if mismatch:
+        return LiftResult(None, mismatch)
+    return LiftResult(lifted, layers=layers, reshapes=reshapes)
+
+
+# ---- what can be lifted -----------------------------------------------------------------------
+
+def _unliftable_op(graph: fx.Graph) -> str:
+    """A reason when the graph has control flow or ops outside aten (and python's operator)."""
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        t = node.target
+        if isinstance(t, torch._ops.HigherOrderOperator):
+            return (f"the graph has control flow ({t.__name__}): its structure depends on the "
+                    "data, so it cannot be lifted into layers")
+        if isinstance(t, torch._ops.OpOverload) and t.namespace not in ("aten", "prim"):
+            return (f"the graph calls the custom op {t.namespace}::{t._opname}, which advisor "
+                    "cannot turn into layers")
+        if not isinstance(t, torch._ops.OpOverload) and getattr(t, "__module__", "") not in (
+                "_operator", "operator", "torch", "math"):
+            name = getattr(t, "__qualname__", repr(t))
+            return f"the graph calls the python function {name}, which advisor cannot lift"
+    return ""
+
+
+def _attr(gm: nn.Module, node) -> tuple[str, torch.Tensor] | tuple[None, None]:
+    """(target, tensor) when `node` is a get_attr of a parameter or buffer; else (None, None)."""
+    if not isinstance(node, fx.Node) or node.op != "get_attr":
+        return None, None
+    value = _get_path(gm, node.target)
+    return (node.target, value) if isinstance(value, torch.Tensor) else (None, None)
+
+
+def _arg(node, i: int, name: str, default):
+    if len(node.args) > i:
+        return node.args[i]
+    return node.kwargs.get(name, default)
+
+
+def _layer_for(node, gm):
+    """(kind, new module, weight target) for a layer call on parameters, else (None, None, None)."""
+    if node.op != "call_function":
+        return None, None, None
+    t = node.target
+    if t in (aten.conv2d.default, aten.convolution.default):
+        return _conv(node, gm, t is aten.convolution.default)
+    if t is aten.linear.default:
+        return _linear(node, gm)
+    if t in (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default):
+        return _batch_norm(node, gm, t is aten.batch_norm.default)
+    return None, None, None
+
+
+def _bias(gm, node, i: int, name: str):
+    b = _arg(node, i, name, None)
+    if b is None:
+        return True, None
+    target, value = _attr(gm, b)
+    return target is not None, value
+
+
+def _conv(node, gm, general: bool):
+    target, w = _attr(gm, _arg(node, 1, "weight", None))
+    ok, b = _bias(gm, node, 2, "bias")
+    if target is None or not ok or w.dim() != 4:
+        return None, None, None
+    stride, padding, dilation = (_arg(node, i, n, d) for i, n, d in
+                                 ((3, "stride", [1, 1]), (4, "padding", [0, 0]),
+                                  (5, "dilation", [1, 1])))
+    if general:
+        if _arg(node, 6, "transposed", False) or any(_arg(node, 7, "output_padding", [0, 0])):
+            return None, None, None
+        groups = _arg(node, 8, "groups", 1)
+    else:
+        groups = _arg(node, 6, "groups", 1)
+    if isinstance(padding, str) or not all(isinstance(v, int) for v in
+                                           (*stride, *padding, *dilation, groups)):
+        return None, None, None
+    conv = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=tuple(stride),
+                     padding=tuple(padding), dilation=tuple(dilation), groups=groups,
+                     bias=b is not None)
+    _load(conv, weight=w, bias=b)
+    return "convolutions", conv, target
+
+
+def _linear(node, gm):
+    target, w = _attr(gm, _arg(node, 1, "weight", None))
+    ok, b = _bias(gm, node, 2, "bias")
+    if target is None or not ok or w.dim() != 2:
+        return None, None, None
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    _load(lin, weight=w, bias=b)
+    return "linear layers", lin, target
+
+
+def _batch_norm(node, gm, general: bool):
+    """aten.batch_norm(x, w, b, mean, var, training, momentum, eps, cudnn) or the inference
+    IR's _native_batch_norm_legit_no_training(x, w, b, mean, var, momentum, eps)[0]."""
+    if not general and any(u.target is not operator.getitem or u.args[1] != 0
+                           for u in node.users):
+        return None, None, None
+    params = [_attr(gm, _arg(node, i, n, None)) for i, n in
+              ((1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var"))]
+    (wt, w), (bt, b), (mt, mean), (vt, var) = params
+    if mt is None or vt is None or (wt is None) != (bt is None) or mean.dim() != 1:
+        return None, None, None
+    momentum, eps = (_arg(node, 6, "momentum", 0.1), _arg(node, 7, "eps", 1e-5)) if general \
+        else (_arg(node, 5, "momentum", 0.1), _arg(node, 6, "eps", 1e-5))
+    bn = nn.BatchNorm2d(mean.shape[0], eps=float(eps), momentum=float(momentum),
+                        affine=wt is not None)
+    _load(bn, weight=w, bias=b, running_mean=mean, running_var=var)
+    tracked = _get_path(gm, mt.rsplit(".", 1)[0] + ".num_batches_tracked") if "." in mt else None
+    if isinstance(tracked, torch.Tensor):
+        bn.num_batches_tracked.copy_(tracked)
+    return "batch norms", bn, wt or mt
+
+
+def _load(module: nn.Module, **tensors) -> None:
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if value is not None:
+                getattr(module, name).copy_(value.detach())
+
+
+def _same_layer(a: nn.Module, b: nn.Module) -> bool:
+    """Two call sites of one layer (a module called twice) share it."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return type(a) is type(b) and repr(a) == repr(b) and sa.keys() == sb.keys() and \
+        all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _free_name(base: str, taken) -> str:
+    i, name = 1, base
+    while name in taken:
+        i, name = i + 1, f"{base}{i}"
+    return name
+
+
+def _replace_uses(old, new) -> None:
+    """Uses of `old` now use `new`; for a tuple-returning batch norm, its getitem(…, 0) users."""
+    if old.target is aten._native_batch_norm_legit_no_training.default:
+        for user in list(old.users):
+            user.replace_all_uses_with(new)
+            user.graph.erase_node(user)
+    else:
+        old.replace_all_uses_with(new)
+
+
+# ---- shapes that follow the model ------------------------------------------------------------
+
+_RESHAPES = (aten.view.default, aten.reshape.default, aten._unsafe_view.default)
+
+
+def _follow_shapes(graph: fx.Graph) -> int:
+    """Fixed-size views become `reshape_following`: batch from the input, channels inferred."""
+    count = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _RESHAPES:
+            continue
+        src = node.args[0]
+        val = src.meta.get("val") if isinstance(src, fx.Node) else None
+        shape = list(node.args[1])
+        if val is None or not all(isinstance(d, int) for d in (*val.shape, *shape)):
+            continue
+        spec = following_shape(list(val.shape), shape)
+        if spec == shape:
+            continue
+        with graph.inserting_before(node):
+            new = graph.call_function(reshape_following, (src, spec))
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        count += 1
+    return count
+
+
+def following_shape(source: list[int], shape: list[int]) -> list:
+    """The template for reshaping a tensor of `source` shape to `shape` so that it still works
+    at another batch size and channel count: the batch dimension (kept in place) becomes
+    "batch", and, unless one is -1 already, the dimension that carries the channels becomes -1.
+
+    That dimension is looked for among those not kept from the source (not the batch, not a
+    common trailing suffix such as H, W): the channel count itself, else a multiple of it
+    (C·H·W flattened), else the largest divisor of it (channels per group in a shuffle).
+    """
+    spec: list = list(shape)
+    if len(source) >= 2 and len(shape) >= 1 and shape[0] == source[0]:
+        spec[0] = "batch"
+    if -1 in shape or len(source) < 2:
+        return spec
+    suffix = 0
+    while suffix < min(len(source), len(shape)) - 1 and \
+            source[-1 - suffix] == shape[-1 - suffix]:
+        suffix += 1
+    free = list(range(1, len(shape) - suffix))
+    channels = source[1]
+    for test in (lambda d: d == channels, lambda d: d % channels == 0,
+                 lambda d: channels % d == 0 and d > 1):
+        hits = [i for i in free if shape[i] > 0 and test(shape[i])]
+        if hits:
+            best = max(hits, key=lambda i: (shape[i], i))
+            spec[best] = -1
+            return spec
+    return spec
+
+
+# ---- building the module ---------------------------------------------------------------------
+
+def _get_path(module, target: str):
+    obj = module
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _holder(root: nn.Module, target: str) -> tuple[nn.Module, str]:
+    """The module that holds `target`'s last name (containers made on the way), and that name."""
+    *parents, name = target.split(".")
+    holder = root
+    for part in parents:
+        nxt = getattr(holder, part, None)
+        if nxt is None:
+            nxt = nn.Module()
+            holder.add_module(part, nxt)
+        holder = nxt
+    return holder, name
+
+
+def _set_path(root: nn.Module, path: str, value: nn.Module) -> None:
+    holder, name = _holder(root, path)
+    old = holder._modules.get(name)
+    if old is not None:  # a container made for a deeper path: keep its children
+        for child_name, child in old.named_children():
+            value.add_module(child_name, child)
+    holder.add_module(name, value)
+
+
+def _copy_attr(gm: nn.Module, root: nn.Module, target: str) -> None:
+    """A parameter, buffer or constant the remaining graph reads, at its own path (a lifted
+    layer's own tensor is already there, so tied uses stay tied)."""
+    if _get_path(root, target) is not None:
+        return
+    holder, name = _holder(root, target)
+    value = _get_path(gm, target)
+    if isinstance(value, nn.Parameter):
+        holder.register_parameter(name, nn.Parameter(value.detach().clone(),
+                                                     requires_grad=value.requires_grad))
+    elif isinstance(value, torch.Tensor):
+        holder.register_buffer(name, value.detach().clone())
+    else:
+        setattr(holder, name, copy.deepcopy(value))
+
+
+def _single_output(graph: fx.Graph, gm) -> None:
+    """The unlifted graph returns a flat tuple that its pytree code turns back into the model's
+    output; a lifted module with the default code returns what the model returned: one tensor
+    stays one tensor."""
+    spec = getattr(getattr(gm.graph._codegen, "pytree_info", None), "out_spec", None)
+    out = next(n for n in graph.nodes if n.op == "output")
+    values = out.args[0]
+    if spec is not None and spec.is_leaf() and isinstance(values, (tuple, list)) and \
+            len(values) == 1:
+        out.args = (values[0],)
+
+
+def _check_same(lifted: nn.Module, gm: nn.Module, example: torch.Tensor) -> str:
+    """'' when the lifted module computes the program's outputs (1e-5) at the example's batch
+    and at twice it; else the reason."""
+    try:
+        with torch.no_grad(), _quiet():
+            ref = gm(example)
+            out = lifted(example)
+            two = lifted(torch.cat([example, example.flip(0)]))
+    except Exception as e:
+        return f"the lifted module does not run: {type(e).__name__}: {str(e).splitlines()[0]}"
+    if not (isinstance(ref, torch.Tensor) and isinstance(out, torch.Tensor)):
+        return "the program does not return a single tensor"
+    if out.shape != ref.shape or not torch.allclose(out, ref, rtol=TOLERANCE, atol=TOLERANCE):
+        return "the lifted module computes different outputs than the exported program"
+    n = example.shape[0]
+    if two.shape[0] != 2 * n or not torch.allclose(two[:n], ref, rtol=1e-4, atol=1e-4):
+        return "the lifted module does not run at another batch size"
+    return ""
+
+
+def _quiet():
+    from advisor.quiet import quiet
+    return quiet(stdout=False)
