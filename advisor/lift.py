@@ -56,53 +56,116 @@ def reshape_following(x: torch.Tensor, shape: list) -> torch.Tensor:
 
 
 def lift_program(ep, example: torch.Tensor) -> LiftResult:
-    """The program `ep` as a module with real layers, or the reason it cannot be lifted."""
+    """The program `ep` as a module with real layers, or the reason it cannot be lifted.
+
+    The module hierarchy the export recorded is rebuilt first (`torch.export.unflatten`): each
+    original module becomes a graph module of its own, and one that only calls a layer on its
+    parameters becomes that layer — so blocks can be pruned one at a time (`passes.blockwise`)
+    and distillation finds its stages by name. Where unflattening fails, the flat graph is
+    lifted instead (layers named by their paths, no blocks).
+    """
     with _quiet():
         gm = ep.module()
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(gm.graph, {}))
-    stop = _unliftable_op(graph)
+    stop = _unliftable_op(gm.graph)
     if stop:
         return LiftResult(None, stop)
-    root = nn.Module()
-    layers = {"convolutions": 0, "linear layers": 0, "batch norms": 0}
+    out_spec = getattr(getattr(gm.graph._codegen, "pytree_info", None), "out_spec", None)
+    tried = []
+    for source in ("unflatten", "flat"):
+        stats = LiftResult(None, layers={"convolutions": 0, "linear layers": 0,
+                                         "batch norms": 0})
+        try:
+            if source == "unflatten":
+                with _quiet():
+                    tree = torch.export.unflatten(ep)
+            else:
+                tree = gm
+            lifted = _lift_module(tree, stats, out_spec=out_spec)
+        except Exception as e:  # noqa: BLE001 - a graph this code has not met: try the next way
+            tried.append(f"{source}: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+                         if str(e) else f"{source}: {type(e).__name__}")
+            continue
+        if not any(stats.layers.values()):
+            return LiftResult(None, "the graph calls no convolution, linear or batch-norm on its "
+                                    "parameters: there are no layers to lift")
+        lifted.eval()
+        mismatch = _check_same(lifted, gm, example)
+        if not mismatch:
+            stats.module = lifted
+            return stats
+        tried.append(f"{source}: {mismatch}")
+    return LiftResult(None, "; ".join(tried))
+
+
+def _lift_module(mod: nn.Module, stats: LiftResult, out_spec=None) -> nn.Module:
+    """`mod` (an unflattened module or the flat graph module) with its layer calls as layers,
+    its submodules lifted the same way, and fixed-size reshapes following batch and channels."""
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(mod.graph, {}))
+    leaf = _as_layer(graph, mod)
+    if leaf is not None:
+        kind, layer = leaf
+        stats.layers[kind] += 1
+        return layer
+    children: dict[str, nn.Module] = {}
     made: dict[str, nn.Module] = {}
     for node in list(graph.nodes):
-        kind, module, weight_target = _layer_for(node, gm)
+        if node.op == "call_module" and node.target != "_guards_fn":
+            if node.target not in children:
+                child = _get_path(mod, node.target)
+                children[node.target] = _lift_module(child, stats) \
+                    if isinstance(getattr(child, "graph", None), fx.Graph) else child
+            continue
+        kind, module, weight_target = _layer_for(node, mod)
         if module is None:
             continue
-        path = weight_target.rsplit(".", 1)[0] if "." in weight_target else weight_target
-        if path in made and not _same_layer(made[path], module):
-            path = _free_name(path + "_lifted", made)
+        path = weight_target.rsplit(".", 1)[0] if "." in weight_target else weight_target + "_layer"
+        if path in made and not _same_layer(made[path], module) or path in children:
+            path = _free_name(path + "_lifted", {**made, **children})
         made.setdefault(path, module)
         with graph.inserting_before(node):
             new = graph.call_module(path, (node.args[0],))
         new.meta = dict(node.meta)
         _replace_uses(node, new)
         graph.erase_node(node)
-        layers[kind] += 1
-    if not made:
-        return LiftResult(None, "the graph calls no convolution, linear or batch-norm on its "
-                                "parameters: there are no layers to lift")
-    reshapes = _follow_shapes(graph)
+        stats.layers[kind] += 1
+    stats.reshapes += _follow_shapes(graph)
     for node in list(graph.nodes):
         if node.op == "call_module" and node.target == "_guards_fn":
             graph.erase_node(node)
         elif node.op == "get_attr" and not node.users:
             graph.erase_node(node)
-    for path in sorted(made, key=lambda p: p.count(".")):
-        _set_path(root, path, made[path])
+    root = nn.Module()
+    for path in sorted({**made, **children}, key=lambda p: p.count(".")):
+        _set_path(root, path, made.get(path) or children[path])
     for node in graph.nodes:
         if node.op == "get_attr":
-            _copy_attr(gm, root, node.target)
-    _single_output(graph, gm)
+            _copy_attr(mod, root, node.target)
+    if out_spec is not None:
+        _single_output(graph, out_spec)
     graph.lint()
-    lifted = fx.GraphModule(root, graph, class_name="LiftedProgram")
-    lifted.eval()
-    mismatch = _check_same(lifted, gm, example)
-    if mismatch:
-        return LiftResult(None, mismatch)
-    return LiftResult(lifted, layers=layers, reshapes=reshapes)
+    return fx.GraphModule(root, graph, class_name="LiftedProgram" if out_spec is not None
+                          else "LiftedBlock")
+
+
+def _as_layer(graph: fx.Graph, mod: nn.Module):
+    """(kind, layer) when the graph only calls one layer on its own parameters (a leaf module
+    such as `layer1.0.conv1`): that layer replaces the whole module."""
+    work = [n for n in graph.nodes if n.op not in ("placeholder", "get_attr", "output")]
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(inputs) != 1 or not work:
+        return None
+    kind, layer, _ = _layer_for(work[0], mod)
+    if layer is None or work[0].args[0] is not inputs[0]:
+        return None
+    rest = work[1:]
+    out = next(n for n in graph.nodes if n.op == "output").args[0]
+    if isinstance(out, (tuple, list)) and len(out) == 1:
+        out = out[0]
+    if rest and not (len(rest) == 1 and rest[0].target is operator.getitem and
+                     rest[0].args == (work[0], 0)):
+        return None
+    return (kind, layer) if out is (rest[0] if rest else work[0]) else None
 
 
 # ---- what can be lifted -----------------------------------------------------------------------
@@ -356,15 +419,13 @@ def _copy_attr(gm: nn.Module, root: nn.Module, target: str) -> None:
         setattr(holder, name, copy.deepcopy(value))
 
 
-def _single_output(graph: fx.Graph, gm) -> None:
-    """The unlifted graph returns a flat tuple that its pytree code turns back into the model's
+def _single_output(graph: fx.Graph, out_spec) -> None:
+    """The exported graph returns a flat tuple that its pytree code turns back into the model's
     output; a lifted module with the default code returns what the model returned: one tensor
     stays one tensor."""
-    spec = getattr(getattr(gm.graph._codegen, "pytree_info", None), "out_spec", None)
     out = next(n for n in graph.nodes if n.op == "output")
     values = out.args[0]
-    if spec is not None and spec.is_leaf() and isinstance(values, (tuple, list)) and \
-            len(values) == 1:
+    if out_spec.is_leaf() and isinstance(values, (tuple, list)) and len(values) == 1:
         out.args = (values[0],)
 
 

@@ -180,3 +180,34 @@ def test_plan_made_on_a_lifted_model_records_it_and_apply_refuses_another(tmp_pa
     plan = Plan("int8", [Step("int8_static", {})], model={"lifted": 1})
     with pytest.raises(PlanError, match="lifted from its exported graph"):
         apply_plan(str(f), plan, out=tmp_path / "out", arch="advisor.examples.models:vgg")
+
+
+def test_lifted_layers_keep_the_original_module_paths():
+    """The module hierarchy is rebuilt (torch.export.unflatten): every layer sits at the path it
+    had in the eager model, so blocks and distillation stages are found by name."""
+    from advisor.examples.models import FACTORIES
+
+    model = FACTORIES["resnet"]().eval()
+    ep, x = _export(model, (1, 3, 32, 32))
+    lifted = lift_program(ep, x).module
+
+    def named(m, kind):
+        return {n for n, layer in m.named_modules() if isinstance(layer, kind)}
+
+    for kind in (nn.Conv2d, nn.BatchNorm2d, nn.Linear):
+        assert named(lifted, kind) == named(model, kind)
+
+
+def test_without_unflatten_the_flat_graph_is_lifted(monkeypatch):
+    """Where the hierarchy cannot be rebuilt, the flat graph's layer calls still become layers,
+    named by their weights' paths."""
+    def fail(ep):
+        raise RuntimeError("not this graph")
+
+    model = ShuffleNetLike()
+    ep, x = _export(model)
+    monkeypatch.setattr(torch.export, "unflatten", fail)
+    res = lift_program(ep, x)
+    assert res.module is not None and type(res.module.c) is nn.Conv2d
+    with torch.no_grad():
+        torch.testing.assert_close(res.module(x), model(x), rtol=1e-5, atol=1e-5)

@@ -110,3 +110,22 @@ def test_zero_ratio_is_exact_and_protected_layers_stay_whole(make_ctx):
 def test_other_criteria_rank_inside_blocks(criterion, make_ctx):
     res = run_pass("prune_structured", _model(), make_ctx(), ratio=0.5, criterion=criterion)
     assert res.info["params"]["after"] < res.info["params"]["before"]
+
+
+def test_a_lifted_export_of_the_shuffle_model_prunes_block_by_block(make_ctx):
+    """Given only as a torch.export program: lifted with its module hierarchy (advisor.lift),
+    so the same blocks are found and pruned as on the eager model."""
+    from advisor.lift import lift_program
+
+    model = _model()
+    x = torch.randn(2, *INPUT_SHAPE[1:])
+    ep = torch.export.export(model, (x[:1],))
+    lifted = lift_program(ep, x[:1]).module
+    assert lifted is not None
+    res = run_pass("prune_structured", lifted, make_ctx(), ratio=0.5, scope="local")
+    assert [b["block"] for b in res.info["blockwise"]["blocks"]] == \
+        ["units.0.branch", "units.1.branch"]
+    assert res.model.get_submodule("units.0.branch.3").out_channels == 4
+    same = run_pass("prune_structured", lift_program(ep, x[:1]).module, make_ctx(), ratio=0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(same.model(x), model(x), rtol=1e-5, atol=1e-5)

@@ -24,8 +24,11 @@ LOADS = ("load: .pt2 + --arch", "load: state_dict + --arch", "load: factory spec
 PASSES = ("prune_structured", "factorize", "int8_static", "int8_dynamic", "weight_only_int8",
           "torch_dynamic_int8", "prune_unstructured", "prune_unstructured_iterative",
           "prune_at_init", "finetune", "distill", "distill_student", "fp16", "bf16")
-COLUMNS = LOADS + ("profile",) + PASSES
-MUST_BE_OK_ON_CNNS = ("prune_structured", "int8_static", "factorize")
+# the .pt2 alone (plain torch.export.save, no --arch), lifted into layers (advisor.lift), then
+# structured pruning on the lifted module
+LIFTED = "lifted: .pt2 alone, then prune_structured"
+COLUMNS = LOADS + (LIFTED, "profile") + PASSES
+MUST_BE_OK_ON_CNNS = ("prune_structured", "int8_static", "factorize", LIFTED)
 
 
 def test_every_registered_pass_is_covered():
@@ -42,6 +45,8 @@ def test_zoo(case, column, zoo_model, record_property):
     prepared = zoo_model(case)
     if column in LOADS:
         cell = _guarded(_load_cell, case, column, prepared)
+    elif column == LIFTED:
+        cell = _guarded(_lifted_cell, prepared)
     elif column == "profile":
         cell = _guarded(_profile_cell, prepared)
     else:
@@ -103,6 +108,33 @@ def _load_cell(case, column, prepared) -> Cell:
     else:
         text = f"{loaded.format}, editable"
     return Cell("ok", text, time.perf_counter() - started)
+
+
+def _lifted_cell(prepared) -> Cell:
+    """The plain .pt2 lifted into layers: its outputs equal the original's (1e-5, at another
+    batch size too), then structured pruning applies to it as to the eager model."""
+    import time
+
+    from advisor.model_io import load_model
+    from tests.zoo.cells import failed_cell
+
+    started = time.perf_counter()
+    loaded = load_model(str(prepared.pt2))
+    if not loaded.metadata.get("lifted"):
+        return Cell("refused", f"not lifted: {loaded.metadata.get('lift_refused')}",
+                    time.perf_counter() - started)
+    x = torch.randn(2, *SHAPE[1:], generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        out, ref = loaded.module.eval()(x), prepared.model(x)
+    err = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+    if out.shape != ref.shape or err > 1e-5:
+        return failed_cell(AssertionError(f"lifted outputs differ by {err:.2e}"), started)
+    layers = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d))
+                 for m in loaded.module.modules())
+    pruned = run_cell("prune_structured", loaded.module, prepared.onnx,
+                      prepared.work / "lifted", prepared.data)
+    return Cell(pruned.status, f"{layers} layers lifted, outputs equal ({err:.0e}); "
+                               f"prune_structured: {pruned.text}", time.perf_counter() - started)
 
 
 def _profile_cell(prepared) -> Cell:
