@@ -9,8 +9,13 @@ without choosing on noise.
   measured value; a pick that is not sure says that the split is too small to be sure (and the
   held-out split then confirms it or sends the choice to the next plan).
 - **Speed, with its uncertainty.** Plans whose paired speed-up ranges overlap the best one's
-  (`outcome.speedup_range`) are ties: the one with more accuracy margin (the lower upper bound),
-  then the smaller, wins — and says whom it was chosen over and why.
+  (`outcome.speedup_range`) are ties, broken by accuracy, then size, then the point estimate —
+  and the pick says whom it was chosen over and why. Accuracy breaks a tie only where it is
+  known apart from noise: a plan surely within the allowed drop beats one that is not; between
+  plans that are both sure, a drop two images lower on a few hundred is noise too, so the
+  smaller wins (on a noisy host nearly every plan ties, and ranking those by their margin
+  chose the least changed, slowest model: 1.72x over 3.26x at the same accuracy). Without a
+  bound (no per-sample correctness) the measured drop decides.
 - `selection_order` lists every feasible plan in the order they would be chosen, so that a pick
   the held-out split rejects can fall back to the next (`api`, confirm stage).
 """
@@ -65,13 +70,16 @@ def selection_order(records: list["TrialRecord"], factors: Factors) -> list["Tri
     order = sorted(pool, key=lambda r: objective(r, factors))
     best = order[0]
     ties = [r for r in order if factors.goal == "latency" and _overlap(r, best)]
-    pick = min(ties, key=lambda r: (_quality_loss(r), (r.measured or {}).get("size_mb", 0),
-                                    objective(r, factors))) if len(ties) > 1 else best
+    pick = min(ties, key=lambda r: _tie_key(r, factors)) if len(ties) > 1 else best
     if pick is not best:
         lo, hi = best.outcome.speedup_range
+        why = ("this plan is surely within the allowed drop and that one is not"
+               if _sure(pick) and not _sure(best) else
+               "this plan keeps more accuracy" if _tie_key(pick, factors)[1] <
+               _tie_key(best, factors)[1] else "this plan is smaller")
         _say(pick, f"chosen over {best.id} ({best.name}, {best.measured['speedup']:.2f}x): their "
                    f"speed-ups overlap within the paired timing's spread ({lo:.2f}–{hi:.2f}x), "
-                   "and this plan keeps more accuracy margin or is smaller")
+                   f"and {why}")
     rng = getattr(pick.outcome, "speedup_range", None)
     if rng and pick.measured.get("speedup") and \
             (rng[1] - rng[0]) / pick.measured["speedup"] > NOISY_SPREAD:
@@ -108,6 +116,13 @@ def _overlap(r: "TrialRecord", best: "TrialRecord") -> bool:
     a = getattr(r.outcome, "speedup_range", None)
     b = getattr(best.outcome, "speedup_range", None)
     return r is best or bool(a and b and a[1] >= b[0])
+
+
+def _tie_key(r: "TrialRecord", factors: Factors) -> tuple:
+    """How speed ties are broken (the module docstring): surely within the drop first, then the
+    measured drop where no bound says how exact it is, then size, then the point estimate."""
+    accuracy = 0.0 if _bounded(r) else _quality_loss(r)
+    return (not _sure(r), accuracy, (r.measured or {}).get("size_mb", 0), objective(r, factors))
 
 
 def _quality_loss(r: "TrialRecord") -> float:

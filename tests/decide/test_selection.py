@@ -97,3 +97,34 @@ def test_a_pick_the_held_out_split_rejects_falls_back_to_the_next_plan(monkeypat
     st.warnings.clear()
     pick, _, _ = api._held_out_pick(st)
     assert pick.id == "c1" and "and so do the next 2 plans" in st.warnings[0]
+
+
+def test_speed_ties_between_sure_plans_go_to_the_smaller_not_the_least_changed():
+    """Both surely within the drop, speed-ups overlapping (a noisy host): two images of
+    accuracy are noise, so the smaller plan wins, not the one closest to the baseline."""
+    base = Baseline({"onnxruntime": 10.0}, 4.0, float(BASE_FLAGS.mean()), True, BASE_FLAGS)
+    results = {"pruned": (3.3, 2.0, 3.6, _flags(1), 0.5),  # one image worse, half the size
+               "gentle": (1.7, 1.5, 2.1, _flags(0, better=2), 1.0)}  # two better, full size
+
+    def run_one(plan, train_s):
+        speedup, low, high, flags, size = results[plan.name]
+        return {"status": "ok", "runtime": "onnxruntime",
+                "measured": {"latency_ms": {"p50": 10 / speedup, "p90": 10 / speedup, "cv": 0.0},
+                             "size_mb": size, "accuracy": float(flags.mean()),
+                             "correct": pack(flags),
+                             "paired": {"speedup": speedup, "speedup_low": low,
+                                        "speedup_high": high}}}
+
+    cands = [Candidate(n, [Step("int8_static", {})], "quantization", "r") for n in results]
+    recs = run_search(cands, run_one=run_one, baseline=base, factors=Factors(max_drop=1.0),
+                      settings=SearchSettings(budget_seconds=None), target_name="cpu",
+                      data_specs={})
+    chosen, _ = select(recs, Factors(max_drop=1.0))
+    assert chosen.name == "pruned"
+    # the same two with "pruned" not surely within the drop: the sure one wins the tie
+    results["pruned"] = (3.3, 2.0, 3.6, _flags(4, better=1), 0.5)
+    recs = run_search(cands, run_one=run_one, baseline=base, factors=Factors(max_drop=1.0),
+                      settings=SearchSettings(budget_seconds=None), target_name="cpu",
+                      data_specs={})
+    chosen, _ = select(recs, Factors(max_drop=1.0))
+    assert chosen.name == "gentle" and "surely within the allowed drop" in " ".join(chosen.reasons)
