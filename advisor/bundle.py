@@ -146,7 +146,8 @@ def baseline_predict(loaded, artifact: str | None = None,
 
     if artifact is not None and runtime is not None:
         return artifact_predictor(artifact, runtime)
-    return predictor(loaded.module if loaded.module is not None else Path(loaded.onnx_path))
+    # an ONNX input is its own file, also when it was lifted into a torch module
+    return predictor(Path(loaded.onnx_path) if loaded.onnx_path is not None else loaded.module)
 
 
 def accuracy_of(predict, loader) -> float:

@@ -1,11 +1,11 @@
 """Lift a `torch.export` program into a trainable module with real layers.
 
 A deployment engineer is often handed only `model.pt2`. Its graph calls `aten.conv2d`,
-`aten.linear` and `aten.batch_norm` on lifted parameters, so nothing that needs layers
-(Torch-Pruning's dependency graph, Tucker-2, fine-tuning with BatchNorm in train mode) can work
-on `ep.module()`. Here each such call on parameters becomes a real `nn.Conv2d`, `nn.Linear` or
-`nn.BatchNorm2d` submodule, named after the module path the export recorded in the weights'
-names (`layer1.0.conv1.weight` → `layer1.0.conv1`), and the rest of the graph stays as it is.
+`aten.linear`, `aten.batch_norm` and `aten.layer_norm` on lifted parameters, so nothing that
+needs layers (Torch-Pruning's dependency graph, Tucker-2, fine-tuning with BatchNorm in train
+mode) can work on `ep.module()`. Here each such call on parameters becomes a real `nn.Conv2d`,
+`nn.Linear`, `nn.BatchNorm2d` or `nn.LayerNorm` submodule at the module path the export
+recorded, and the rest of the graph stays as it is.
 
 Shapes the export hard-coded are made to follow the model: a `view`/`reshape` to literal sizes
 takes its batch dimension from its input and lets the dimension that carries the channels be
@@ -41,10 +41,11 @@ class LiftResult:
     reason: str = ""  # why it was not lifted (module None)
     layers: dict = field(default_factory=dict)  # kind -> count
     reshapes: int = 0  # views made to follow batch and channels
+    source: str = "the exported graph"
 
     def summary(self) -> str:
         parts = [f"{n} {k}" for k, n in self.layers.items() if n]
-        text = "lifted from the exported graph: " + ", ".join(parts) + " became layers"
+        text = f"lifted from {self.source}: " + ", ".join(parts) + " became layers"
         if self.reshapes:
             text += f"; {self.reshapes} fixed-size reshape(s) now follow batch and channels"
         return text
@@ -73,7 +74,7 @@ def lift_program(ep, example: torch.Tensor) -> LiftResult:
     tried = []
     for source in ("unflatten", "flat"):
         stats = LiftResult(None, layers={"convolutions": 0, "linear layers": 0,
-                                         "batch norms": 0})
+                                         "batch norms": 0, "layer norms": 0})
         try:
             if source == "unflatten":
                 with _quiet():
@@ -214,7 +215,22 @@ def _layer_for(node, gm):
         return _linear(node, gm)
     if t in (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default):
         return _batch_norm(node, gm, t is aten.batch_norm.default)
+    if t is aten.layer_norm.default:
+        return _layer_norm(node, gm)
     return None, None, None
+
+
+def _layer_norm(node, gm):
+    """aten.layer_norm(x, normalized_shape, weight, bias, eps): its normalized shape is fixed in
+    the call, so a pruned channel count would break it; as nn.LayerNorm it is pruned with them."""
+    shape = _arg(node, 1, "normalized_shape", None)
+    wt, w = _attr(gm, _arg(node, 2, "weight", None))
+    ok, b = _bias(gm, node, 3, "bias")
+    if wt is None or not ok or not isinstance(shape, (list, tuple)) or len(shape) != 1:
+        return None, None, None
+    ln = nn.LayerNorm(int(shape[0]), eps=float(_arg(node, 4, "eps", 1e-5)), bias=b is not None)
+    _load(ln, weight=w, bias=b)
+    return "layer norms", ln, wt
 
 
 def _bias(gm, node, i: int, name: str):
@@ -343,19 +359,22 @@ def _follow_shapes(graph: fx.Graph) -> int:
 def following_shape(source: list[int], shape: list[int]) -> list:
     """The template for reshaping a tensor of `source` shape to `shape` so that it still works
     at another batch size and channel count: the batch dimension (kept in place) becomes
-    "batch", and, unless one is -1 already, the dimension that carries the channels becomes -1.
+    "batch", and the dimension that carries the channels becomes -1 (a -1 already there is
+    resolved first: exporters write [-1, C] for a flatten, with the batch inferred).
 
     That dimension is looked for among those not kept from the source (not the batch, not a
     common trailing suffix such as H, W): the channel count itself, else a multiple of it
     (C·H·W flattened), else the largest divisor of it (channels per group in a shuffle).
     """
+    shape = _resolved(source, shape)  # a -1 the exporter wrote is placed anew below
     spec: list = list(shape)
     if len(source) >= 2 and len(shape) >= 1 and shape[0] == source[0]:
         spec[0] = "batch"
-    if -1 in shape or len(source) < 2:
+    if len(source) < 2:
         return spec
     suffix = 0
-    while suffix < min(len(source), len(shape)) - 1 and \
+    # the kept suffix leaves at least one dimension after the batch free for the channels
+    while suffix < min(len(source), len(shape)) - 2 and \
             source[-1 - suffix] == shape[-1 - suffix]:
         suffix += 1
     free = list(range(1, len(shape) - suffix))
@@ -368,6 +387,19 @@ def following_shape(source: list[int], shape: list[int]) -> list:
             spec[best] = -1
             return spec
     return spec
+
+
+def _resolved(source: list[int], shape: list[int]) -> list[int]:
+    """`shape` with its -1 (if any) replaced by the size it stands for."""
+    if -1 not in shape:
+        return list(shape)
+    known = 1
+    for d in shape:
+        known *= d if d != -1 else 1
+    total = 1
+    for d in source:
+        total *= d
+    return [total // known if d == -1 and known else d for d in shape]
 
 
 # ---- building the module ---------------------------------------------------------------------

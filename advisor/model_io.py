@@ -169,7 +169,7 @@ def _check_forward(loaded: LoadedModel, spec: str) -> None:
     shape = tuple(loaded.input_shape)
     x = torch.zeros(shape)
     try:
-        if loaded.module is not None:
+        if loaded.module is not None and loaded.onnx_path is None:
             with torch.inference_mode(), quiet(stdout=False):
                 out = loaded.module(x)
         else:

@@ -136,10 +136,10 @@ def _replay(loaded, plan: Plan, ctx, tgt, data_b, run, measure: dict) -> ApplyRe
                             {"plan": plan.name, "source": str(loaded.path),
                              **{f"source_{k}": v for k, v in arch_record(loaded).items()}})
     base_path = work / "baseline.onnx"
-    if loaded.module is not None:
-        export_onnx(loaded.module, base_path, tuple(loaded.input_shape))
-    else:
+    if loaded.onnx_path is not None:  # the user's ONNX file is the baseline, lifted or not
         base_path = Path(loaded.onnx_path)
+    else:
+        export_onnx(loaded.module, base_path, tuple(loaded.input_shape))
     before = measure_latency(base_path, "onnxruntime", tuple(loaded.input_shape), target=tgt,
                              **measure)
     if "onnx" in files:

@@ -65,7 +65,7 @@ def size_on_disk(loaded, artefacts: dict[str, Path]) -> tuple[float | None, str]
     if onnx is not None and onnx.is_file():
         data = onnx.with_name(onnx.name + ".data")
         size = onnx.stat().st_size + (data.stat().st_size if data.is_file() else 0)
-        return size / 2 ** 20, "fp32 ONNX" if loaded.module is not None else "input ONNX file"
+        return size / 2 ** 20, "fp32 ONNX" if loaded.onnx_path is None else "input ONNX file"
     if loaded.path and Path(loaded.path).is_file():
         return Path(loaded.path).stat().st_size / 2 ** 20, f"input {loaded.format} file"
     pt2 = artefacts.get("torch")

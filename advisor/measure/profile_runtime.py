@@ -15,7 +15,7 @@ def export_artefact(loaded, runtime: str, work: Path) -> tuple[dict[str, Any], P
     """The file `runtime` runs, exported into `work`; failures become the entry's error."""
     from advisor.export import export_onnx, save_pt2
 
-    if loaded.module is None:  # an ONNX model
+    if loaded.module is None or loaded.format == "onnx":  # an ONNX model (lifted or not)
         if runtime == "onnxruntime":
             return {"status": "ok"}, Path(loaded.onnx_path)
         return {"status": "skipped", "reason": "the model is ONNX: it runs on onnxruntime only"}, \

@@ -43,6 +43,7 @@ def _export(model, shape=(1, 3, 16, 16)):
     ([1, 8, 4, 4], [1, 8, 16], ["batch", -1, 16]),  # spatial flatten: channels, not H·W
     ([1, 8, 4, 4], [1, 128], ["batch", -1]),  # C·H·W
     ([1, 8, 4, 4], [1, -1, 4, 4], ["batch", -1, 4, 4]),  # -1 already there
+    ([1, 64, 1, 1], [-1, 64], ["batch", -1]),  # an exporter's flatten: the batch inferred
 ])
 def test_fixed_shapes_follow_batch_and_channels(source, shape, spec):
     assert following_shape(source, shape) == spec
@@ -54,7 +55,8 @@ def test_lifted_module_has_layers_equal_outputs_and_trains():
     res = lift_program(ep, x)
     m = res.module
     assert m is not None, res.reason
-    assert res.layers == {"convolutions": 2, "linear layers": 1, "batch norms": 1}
+    assert res.layers == {"convolutions": 2, "linear layers": 1, "batch norms": 1,
+                          "layer norms": 0}
     assert res.reshapes == 3
     assert isinstance(m.c, nn.Conv2d) and m.dw.groups == 8 and isinstance(m.bn, nn.BatchNorm2d)
     with torch.no_grad():
