@@ -95,7 +95,8 @@ def lift_program(ep, example: torch.Tensor) -> LiftResult:
             stats.module = lifted
             return stats
         tried.append(f"{source}: {mismatch}")
-    return LiftResult(None, "; ".join(tried))
+    reasons = {t.split(": ", 1)[1] for t in tried}
+    return LiftResult(None, reasons.pop() if len(reasons) == 1 else "; ".join(tried))
 
 
 def _lift_module(mod: nn.Module, stats: LiftResult, out_spec=None) -> nn.Module:
@@ -370,7 +371,10 @@ def following_shape(source: list[int], shape: list[int]) -> list:
     spec: list = list(shape)
     if len(source) >= 2 and len(shape) >= 1 and shape[0] == source[0]:
         spec[0] = "batch"
-    if len(source) < 2:
+    if len(source) < 2:  # a per-channel vector shaped to broadcast ([C] → [1, C, 1, 1])
+        hits = [i for i, d in enumerate(shape) if source and d == source[0] and d > 1]
+        if hits:
+            spec[hits[0]] = -1
         return spec
     suffix = 0
     # the kept suffix leaves at least one dimension after the batch free for the channels

@@ -44,6 +44,7 @@ def _export(model, shape=(1, 3, 16, 16)):
     ([1, 8, 4, 4], [1, 128], ["batch", -1]),  # C·H·W
     ([1, 8, 4, 4], [1, -1, 4, 4], ["batch", -1, 4, 4]),  # -1 already there
     ([1, 64, 1, 1], [-1, 64], ["batch", -1]),  # an exporter's flatten: the batch inferred
+    ([40], [1, 40, 1, 1], [1, -1, 1, 1]),  # a per-channel scale shaped to broadcast
 ])
 def test_fixed_shapes_follow_batch_and_channels(source, shape, spec):
     assert following_shape(source, shape) == spec
