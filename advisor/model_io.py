@@ -6,13 +6,17 @@ The format is recognised by content (magic bytes, zip member names), not by the 
 |---------------------------------------------|-----------------|---------------------------|----------|
 | torch.export `.pt2` naming an allowlisted   | `pt2`           | eager module rebuilt from | yes      |
 | architecture, or any `.pt2` plus `--arch`   |                 | the factory + the weights |          |
-| any other `.pt2`                            | `pt2`           | `ExportedProgram.module()`| no       |
+| any other `.pt2`                            | `pt2`           | lifted into layers        | yes      |
+|                                             |                 | (`advisor.lift`), else    | (else no)|
+|                                             |                 | `ExportedProgram.module()`|          |
 | TorchScript archive (`torch.jit.save`)      | `torchscript`   | `torch.jit.load`          | no       |
 | state_dict (`torch.save(m.state_dict())`)   | `state_dict`    | `--arch` factory + weights| yes      |
 |   plus `--arch pkg.module:factory`          |                 |                           |          |
 | `pkg.module:factory` (architecture in code) | `factory`       | factory() (its own init)  | yes      |
 | whole pickled module (`torch.save(model)`)  | `pickle`        | only with `--trust-pickle`| yes      |
-| ONNX (`.onnx`)                              | `onnx`          | None (`onnx_path` is set) | no       |
+| ONNX (`.onnx`)                              | `onnx`          | converted into layers     | yes      |
+|                                             |                 | (`advisor.onnx_lift`),    | (else no)|
+|                                             |                 | else None; `onnx_path` set|          |
 
 Where it lives: format detection in `advisor.model_formats`; the torch.save, TorchScript and ONNX
 loaders in `advisor.model_loaders`; the `.pt2` loader in `advisor.model_pt2` (its safety scan in
@@ -20,7 +24,7 @@ loaders in `advisor.model_loaders`; the `.pt2` loader in `advisor.model_pt2` (it
 `advisor.model_common`. This module is the public entry point and re-exports them.
 
 "Editable" means the module has real layers (`nn.Conv2d`, `nn.Linear`) that structural passes can
-rewrite; a torch.export graph holds aten calls only.
+rewrite; a torch.export graph holds aten calls only until it is lifted.
 
 Safety. `torch.load(weights_only=True)` is used for every torch.save file; a file that needs
 full unpickling is refused unless `trust_pickle=True`, naming the global it would need.

@@ -34,8 +34,14 @@ ONNX_LIFT_VERSION = 1
 TOLERANCE = 1e-4
 
 _ELEMENTWISE = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """ONNX Identity and inference-time Dropout (a module-level function: the converted graph
+    module is pickled into trial workers, and a lambda cannot be)."""
+    return x
+
+
 _UNARY = {"Relu": torch.relu, "Sigmoid": torch.sigmoid, "Tanh": torch.tanh,
-          "Identity": lambda x: x, "Dropout": lambda x: x, "HardSwish": F.hardswish,
+          "Identity": identity, "Dropout": identity, "HardSwish": F.hardswish,
           "Neg": torch.neg, "Sqrt": torch.sqrt, "Exp": torch.exp, "Erf": torch.erf}
 # ops whose outputs are shape arithmetic when all their inputs are: evaluated once, by ORT
 _SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Add", "Sub",
@@ -182,7 +188,7 @@ class _Builder:
         if op == "LeakyRelu":
             return self.call(F.leaky_relu, self.arg(ins[0]), a.get("alpha", 0.01))
         if op == "HardSigmoid":
-            return self.call(_hard_sigmoid, self.arg(ins[0]), a.get("alpha", 0.2),
+            return self.call(hard_sigmoid, self.arg(ins[0]), a.get("alpha", 0.2),
                              a.get("beta", 0.5))
         if op == "Clip":
             lo = self._scalar(ins, 1, a.get("min"))
@@ -293,7 +299,7 @@ class _Builder:
         return self.call(reshape_following, self.arg(ins[0]), spec)
 
 
-def _hard_sigmoid(x, alpha: float, beta: float):
+def hard_sigmoid(x, alpha: float, beta: float):
     return torch.clamp(alpha * x + beta, 0.0, 1.0)
 
 

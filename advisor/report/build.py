@@ -35,7 +35,8 @@ def build_report(loaded, tgt, target_json: dict, prof: dict, device_profile, fac
         "model": {"path": str(loaded.path) if loaded.path else "<in-memory module>",
                   "format": loaded.format, "input_shape": list(loaded.input_shape),
                   "arch": (loaded.metadata or {}).get("arch"),
-                  "arch_kwargs": (loaded.metadata or {}).get("arch_kwargs")},
+                  "arch_kwargs": (loaded.metadata or {}).get("arch_kwargs"),
+                  "layers": _layers_text(loaded.metadata or {})},
         "target": {**target_json, "description": tgt.description},
         "host": prof.get("host", {}),
         "factors": {"goal": factors.goal, "max_drop": factors.max_drop,
@@ -80,3 +81,14 @@ def _preprocess_text(data_b) -> str | None:
     if not data_b.verified or data_b.preprocess is None:
         return None
     return data_b.preprocess.describe()
+
+
+def _layers_text(meta: dict) -> str | None:
+    """How a model without an architecture got its layers (`advisor.lift`, `advisor.onnx_lift`),
+    or why it has none."""
+    if meta.get("lifted"):
+        return next((n for n in meta.get("notes", []) if n.startswith("lifted from")),
+                    "lifted from its graph")
+    if meta.get("lift_refused"):
+        return f"none: the graph could not be lifted into layers ({meta['lift_refused']})"
+    return None

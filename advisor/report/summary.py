@@ -28,6 +28,8 @@ def summary_items(report: dict) -> list[tuple[str, str]]:
     if m.get("arch"):
         kw = m.get("arch_kwargs")
         items.insert(1, ("architecture", m["arch"] + (f" {_kwargs_text(kw)}" if kw else "")))
+    elif m.get("layers"):
+        items.insert(1, ("layers", m["layers"]))
     return items
 
 

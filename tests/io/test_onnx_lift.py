@@ -37,6 +37,11 @@ def test_an_exported_example_converts_prunes_and_exports_again(name, tmp_path):
     with torch.no_grad():
         got = res.module(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, _ort(path, x), rtol=1e-4, atol=1e-4)  # and at batch 2
+    import pickle  # trials get the model pickled into a worker
+
+    with torch.no_grad():
+        again = pickle.loads(pickle.dumps(res.module))(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(again, got)
     load_builtin_passes()
     spec = get_pass("prune_structured")
     pruned = spec.apply(res.module, config_from_dict(spec.config_cls, {"ratio": 0.5}),

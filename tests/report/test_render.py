@@ -255,3 +255,16 @@ def test_the_int8_layer_cost_finding_is_printed_everywhere(report, tmp_path):
     assert note["text"] in render_html(report)
     del report["chosen"]["int8_layer_cost"]
     assert "int8 pays less" not in render_markdown(report) + render_html(report)
+
+
+def test_a_lifted_model_says_where_its_layers_came_from(report):
+    from advisor.report.build import _layers_text
+
+    text = _layers_text({"lifted": 1, "notes": [
+        "lifted from the exported graph: 9 convolutions became layers"]})
+    report["model"]["layers"] = text
+    assert "lifted from the exported graph: 9 convolutions" in render_markdown(report)
+    assert "9 convolutions" in render_html(report)
+    assert "could not be lifted into layers (control flow)" in \
+        _layers_text({"lift_refused": "control flow"})
+    assert _layers_text({}) is None
