@@ -8,8 +8,8 @@ without choosing on noise.
   unless the best of them is more than `SURE_COSTS_AT_MOST` slower than the best on the
   measured value; a pick that is not sure says that the split is too small to be sure (and the
   held-out split then confirms it or sends the choice to the next plan).
-- **Speed, with its uncertainty.** Plans whose paired speed-up ranges overlap the best one's
-  (`outcome.speedup_range`) are ties, broken by accuracy, then size, then the point estimate —
+- **Speed, with its uncertainty.** Plans whose paired speed-up intervals (a notch from the
+  run's stretches: `measure.latency.speedup_interval`) overlap the best one's are ties, broken by accuracy, then size, then the point estimate —
   and the pick says whom it was chosen over and why. Accuracy breaks a tie only where it is
   known apart from noise: a plan surely within the allowed drop beats one that is not; between
   plans that are both sure, a drop two images lower on a few hundred is noise too, so the
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from advisor.decide.factors import Factors
 
-# a speed-up range wider than this share of the speed-up says the host was noisy
+# a speed-up interval wider than this share of the speed-up says the host was noisy
 NOISY_SPREAD = 0.25
 # a plan surely within the allowed drop is preferred to a faster one that is within it only on
 # the measured value, unless the sure one is more than this share slower (a 1.03x plan is not
@@ -78,13 +78,13 @@ def selection_order(records: list["TrialRecord"], factors: Factors) -> list["Tri
                "this plan keeps more accuracy" if _tie_key(pick, factors)[1] <
                _tie_key(best, factors)[1] else "this plan is smaller")
         _say(pick, f"chosen over {best.id} ({best.name}, {best.measured['speedup']:.2f}x): their "
-                   f"speed-ups overlap within the paired timing's spread ({lo:.2f}–{hi:.2f}x), "
+                   f"speed-ups overlap within the paired timing's interval ({lo:.2f}–{hi:.2f}x), "
                    f"and {why}")
     rng = getattr(pick.outcome, "speedup_range", None)
     if rng and pick.measured.get("speedup") and \
             (rng[1] - rng[0]) / pick.measured["speedup"] > NOISY_SPREAD:
-        _say(pick, f"the host was noisy while this plan was timed: its speed-up moved between "
-                   f"{rng[0]:.2f}x and {rng[1]:.2f}x over the run; on a quiet host the "
+        _say(pick, f"the host was noisy while this plan was timed: its speed-up is known only "
+                   f"to lie between {rng[0]:.2f}x and {rng[1]:.2f}x; on a quiet host the "
                    "candidates separate better")
     if not _sure(pick) and _bounded(pick):
         m = pick.measured

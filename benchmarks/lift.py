@@ -122,7 +122,7 @@ def coverage_markdown(rows: list[dict]) -> str:
             "Saved with `torch.export.save(torch.export.export(model, (x,)))`, loaded without "
             "`--arch` (`benchmarks/lift.py`). Random weights; digits examples at 32 px, "
             "torchvision models (num_classes=10) at 224 px.\n\n" + markdown_table(
-                ["model", "lifted", "max |lifted − original|", "ratio 0: max diff",
+                ["model", "lifted", "max abs difference from the original", "ratio 0: max diff",
                  "FLOPs at 50% channels (of lifted)", "pruned ONNX runs in plain ORT (max diff)"],
                 [fmt(r) for r in rows]))
 
@@ -136,14 +136,17 @@ def analyze_rows(budget: str) -> list[dict]:
     ex = ensure_examples()
     plain = WORK / "lift" / "resnet-plain.pt2"
     plain.parent.mkdir(parents=True, exist_ok=True)
-    eager = load_model(str(ex / "resnet.pt2")).module.eval()
+    original = load_model(str(ex / "resnet.pt2"))
+    eager = original.module.eval()
     torch.export.save(torch.export.export(eager, (torch.zeros(1, 3, 32, 32),)), str(plain))
     rows = []
     for label, model, arch in (("plain torch.export.save (lifted)", plain, None),
                                ("--arch advisor.examples.models:resnet", plain,
                                 "advisor.examples.models:resnet")):
         t0 = time.perf_counter()
-        res = analyze(str(model), arch=arch, target="cpu", max_drop="1%", retrain="finetune",
+        res = analyze(str(model), arch=arch, arch_kwargs=original.metadata.get("arch_kwargs")
+                      if arch else None, out=WORK / "lift" / ("arch" if arch else "lifted"),
+                      target="cpu", max_drop="1%", retrain="finetune",
                       budget=budget, data=str(ex / "digits-val.pt"),
                       test_data=str(ex / "digits-test.pt"), train_data=str(ex / "digits-train.pt"),
                       progress=False)

@@ -17,6 +17,7 @@ faster than the dense one?), where a subprocess per candidate would cost more th
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -228,7 +229,7 @@ class PairedStats:
     block: int
     runtime: str
     load_average: list[float] | None = None
-    # the spread of the speed-up over consecutive stretches of the run (see `segment_speedups`)
+    # the speed-up's interval from consecutive stretches of the run (`speedup_interval`)
     speedup_low: float | None = None
     speedup_high: float | None = None
 
@@ -254,6 +255,24 @@ def segment_speedups(samples: list[float], reference: list[float], segments: int
         if xs and rs and min(xs) > 0:
             out.append(min(rs) / min(xs))
     return out
+
+
+def speedup_interval(parts: list[float], estimate: float) -> tuple[float, float] | None:
+    """An interval for the speed-up from its stretches' speed-ups (`segment_speedups`): the
+    median ± 1.58·IQR/√k (a box plot's notch: two whose notches do not overlap differ, at
+    roughly 95%; McGill, Tukey & Larsen 1978), widened to hold `estimate` (the whole run's
+    ratio).
+
+    Why not the stretches' min–max: that is how far one stretch alone may land, and one slow
+    stretch on a noisy host stretched it over nearly every candidate (1.8–4.5x), so every plan
+    "tied"; the notch rests on all stretches, is not moved by one outlier, and shrinks with
+    their number."""
+    values = sorted(x for x in parts if x > 0)
+    if len(values) < 2 or estimate <= 0:
+        return None
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    half = 1.58 * (q3 - q1) / math.sqrt(len(values))
+    return min(median - half, estimate), max(median + half, estimate)
 
 
 def measure_speedup(artifact_path: str | os.PathLike, reference_path: str | os.PathLike,
@@ -300,13 +319,15 @@ def measure_speedup(artifact_path: str | os.PathLike, reference_path: str | os.P
     parts = segment_speedups(result["samples_ms"], result["reference_samples_ms"])
     xs, rs = sorted(result["samples_ms"]), sorted(result["reference_samples_ms"])
     cand, ref = _percentile(xs, 50), _percentile(rs, 50)
-    return PairedStats(p50=cand, reference_p50=ref, speedup=rs[0] / xs[0] if xs[0] > 0 else 0.0,
+    speedup = rs[0] / xs[0] if xs[0] > 0 else 0.0
+    interval = speedup_interval(parts, speedup)
+    return PairedStats(p50=cand, reference_p50=ref, speedup=speedup,
                        speedup_p50=ref / cand if cand > 0 else 0.0, min=xs[0],
                        reference_min=rs[0],
                        runs=len(result["samples_ms"]), block=int(result.get("block", block)),
                        runtime=runtime, load_average=result.get("load_average"),
-                       speedup_low=min(parts) if len(parts) > 1 else None,
-                       speedup_high=max(parts) if len(parts) > 1 else None)
+                       speedup_low=interval[0] if interval else None,
+                       speedup_high=interval[1] if interval else None)
 
 
 def _run_worker(request: dict[str, Any], env_vars: dict[str, str], timeout: float) -> dict:

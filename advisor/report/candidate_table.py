@@ -83,7 +83,8 @@ def drop_text(report: dict, m: dict) -> str:
 
 
 def speedup_text(m: dict) -> str:
-    """The speed-up and, when paired, its spread over the run's stretches: '2.81x (2.6–2.9)'."""
+    """The speed-up and, when paired, its interval from the run's stretches:
+    '2.81x (2.6–2.9)'."""
     rng = m.get("speedup_range")
     return times(m.get("speedup")) + (f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng else "")
 

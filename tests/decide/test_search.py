@@ -213,6 +213,18 @@ def test_the_speedup_spread_comes_from_consecutive_stretches_of_the_paired_run()
     assert segment_speedups([1.0, 1.0], [2.0, 2.0]) == [2.0]  # too short to split
 
 
+def test_the_speedup_interval_is_a_notch_one_slow_stretch_does_not_widen():
+    from advisor.measure.latency import speedup_interval
+
+    parts = [1.8, 3.9, 4.1, 4.3, 4.5]  # one slow stretch on a noisy host
+    lo, hi = speedup_interval(parts, 4.15)
+    half = 1.58 * (4.3 - 3.9) / 5 ** 0.5  # median 4.1, quartiles 3.9 and 4.3
+    assert abs(lo - (4.1 - half)) < 1e-9 and abs(hi - (4.1 + half)) < 1e-9
+    assert 3.5 < lo < 4.15 < hi < 4.5
+    assert speedup_interval([2.0, 2.0, 2.0], 2.5) == (2.0, 2.5)  # widened to hold the estimate
+    assert speedup_interval([2.0], 2.0) is None  # one stretch: no interval
+
+
 def _paired_run(results):
     def run_one(plan, train_s):
         speedup, low, high, acc = results[plan.name]
