@@ -174,7 +174,7 @@ def main() -> None:
         md = ("# analyze on a lifted graph against the same model with --arch\n\n"
               f"Digits ResNet, `--retrain finetune --budget {args.budget} --max-drop 1%`, one run "
               "each on the same host (`benchmarks/lift.py --analyze`).\n\n" + markdown_table(
-                  ["given as", "pick", "speed-up", "spread", "held-out drop (pts)",
+                  ["given as", "pick", "speed-up", "interval", "held-out drop (pts)",
                    "families tried", "trials", "wall s", "plan records lifted"],
                   [[r["given as"], r["pick"], r["speedup"],
                     "—" if not r["speedup_range"] else

@@ -89,7 +89,7 @@ EXAMPLE_SCENARIOS = (("resnet", "none"), ("resnet", "finetune"), ("mobilenet", "
                      ("mobilenet", "finetune"), ("vgg", "none"), ("vgg", "finetune"))
 
 
-def example_rows(budget: str) -> list[dict]:
+def example_rows(budget: str, only: str = "") -> list[dict]:
     """The three digits examples, retrain none (default budget) and finetune (BUDGET), each
     against the scenario recorded in results/advisor.json before the search kept its budget."""
     import json
@@ -103,6 +103,8 @@ def example_rows(budget: str) -> list[dict]:
             (RESULTS / "advisor.json").read_text())["scenarios"]}
     rows = []
     for stem, retrain in EXAMPLE_SCENARIOS:
+        if only and stem != only:
+            continue
         row = run_one(stem, ex, budget if retrain != "none" else None, arch=None, retrain=retrain)
         row["retrain"] = retrain
         prev = recorded.get(f"{stem} cpu retrain={retrain}")
@@ -255,6 +257,7 @@ def main() -> None:
     ap.add_argument("--default-budget", default=None, metavar="NAME")
     ap.add_argument("--examples", action="store_true",
                     help="the three digits examples against results/advisor.json (budget 8m)")
+    ap.add_argument("--only", default="", help="with --examples: one example (resnet, ...)")
     args = ap.parse_args()
     from advisor.measure.host import detect_host
 
@@ -273,9 +276,10 @@ def main() -> None:
         record(f"search-default-budget-{row['model']}", {"host": _host(), **row}, "\n".join(md))
         return
     if args.examples:
-        rows = example_rows("8m" if args.budget == "12m" else args.budget)
+        rows = example_rows("8m" if args.budget == "12m" else args.budget, args.only)
         host = detect_host()
-        record("search-examples", {"host": host, "rows": rows}, examples_markdown(
+        record("search-examples" + (f"-{args.only}" if args.only else ""),
+               {"host": host, "rows": rows}, examples_markdown(
             rows, f"{host.get('cpu_model')}; {host.get('cores_available')} cores; load average "
                   f"at the end {' / '.join(str(x) for x in host.get('load_average') or [])}"))
         return

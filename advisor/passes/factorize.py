@@ -155,6 +155,8 @@ def factorize(model: nn.Module, config: FactorizeConfig, ctx: PassContext) -> Pa
         config, layer_ranks=tuple((lay.name, tuple(lay.ranks)) for lay in replaced)))
     info["finetune"] = _maybe_finetune(model, config, ctx) if replaced else {
         "skipped": "no layer was replaced"}
+    if not replaced:  # the search must not rank timing noise on the same model (`search`)
+        info["unchanged"] = "no layer was worth factorizing at these ranks"
     info["seconds"] = round(time.perf_counter() - started, 2)
     return PassResult(model.eval(), info)
 

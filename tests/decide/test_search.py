@@ -293,3 +293,23 @@ def test_siblings_that_share_their_training_take_one_share_of_the_time():
                settings=SearchSettings(budget_seconds=1000.0), target_name="cpu", data_specs={})
     first = dict(log)["chain + int8"]
     assert first is not None and first > 0.9 * 1000 / 2 - 60  # a half, not a third
+
+
+def test_a_plan_that_changed_nothing_is_not_chosen_on_its_noise():
+    """Tucker-2 at conservative energy may factorize no layer: the same model as the baseline,
+    whose "1.4x" is the host's noise, must not be picked."""
+    def run_one(plan, train_s, **kw):
+        info = {"unchanged": "no layer was worth factorizing at these ranks"} \
+            if plan.name == "tucker" else {}
+        return {"status": "ok", "runtime": "onnxruntime", "seconds": 0.1,
+                "steps": [{"pass": plan.steps[0].pass_name, "info": info}],
+                "measured": {"latency_ms": {"p50": 7.0, "p90": 7.0, "cv": 0.01},
+                             "size_mb": 4.0, "accuracy": 0.98}}
+
+    tucker = Candidate("tucker", [Step("factorize", {})], "lowrank", "r")
+    recs = run_search([tucker, _int8("int8")], run_one=run_one, baseline=BASE,
+                      factors=Factors(max_drop=1.0), settings=SearchSettings(budget_seconds=None),
+                      target_name="cpu", data_specs={})
+    t = next(r for r in recs if r.name == "tucker")
+    assert not t.meets_constraints and "unchanged" in t.violations[0]
+    assert select(recs, Factors(max_drop=1.0))[0].name == "int8"

@@ -214,3 +214,22 @@ def test_without_unflatten_the_flat_graph_is_lifted(monkeypatch):
     assert res.module is not None and type(res.module.c) is nn.Conv2d
     with torch.no_grad():
         torch.testing.assert_close(res.module(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_apply_replays_a_plan_on_the_lifted_file(tmp_path):
+    """A plan made on a lifted .pt2 (model.lifted) replays on the same file: the lifting is
+    repeated and the structured step prunes the same layers."""
+    from advisor.decide.plan import Plan, Step
+    from advisor.examples.models import FACTORIES
+    from advisor.replay import apply_plan
+
+    ep, x = _export(FACTORIES["vgg"](), (1, 3, 32, 32))
+    f = tmp_path / "vgg.pt2"
+    torch.export.save(ep, f)
+    plan = Plan("prune", [Step("prune_structured", {"ratio": 0.3})], model={"lifted": 1})
+    res = apply_plan(str(f), plan, out=tmp_path / "out", progress=False,
+                     measure={"warmup": 1, "repeats": 3, "max_seconds": 0.5})
+    sess = ort.InferenceSession(str(res.files["onnx"]), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert out.shape == (1, 10)
+    assert res.files["onnx"].stat().st_size < 0.7 * (tmp_path / "vgg.pt2").stat().st_size
