@@ -12,6 +12,9 @@ takes its batch dimension from its input and lets the dimension that carries the
 inferred (-1), so the module trains at any batch size and still runs after channels are pruned.
 `_guards_fn` (the export's input-shape guards, batch 1) is dropped for the same reason.
 
+Parts: `advisor.lift_layers` (layer calls → layers, what is refused), `advisor.lift_shapes`
+(reshapes that follow); this module rebuilds the hierarchy and checks the result.
+
 Written here because no library does it: torch.export can unlift a program (`ep.module()`) but
 keeps its parameters as bare attributes; Torch-Pruning, NNI and NNCF all need the `nn.Module`.
 Lifting refuses, with the op that stops it, a graph with control flow (higher-order ops) or ops
@@ -27,7 +30,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
-__all__ = ["LiftResult", "lift_program", "reshape_following", "LIFT_VERSION"]
+from advisor.lift_layers import (free_name, get_path, layer_for, replace_uses, same_layer,
+                                 unliftable_op)
+from advisor.lift_shapes import follow_shapes, following_shape, reshape_following
+
+__all__ = ["LiftResult", "lift_program", "reshape_following", "following_shape", "LIFT_VERSION"]
 
 LIFT_VERSION = 1  # recorded in plans: apply replays the same lifting
 TOLERANCE = 1e-5
@@ -51,11 +58,6 @@ class LiftResult:
         return text
 
 
-def reshape_following(x: torch.Tensor, shape: list) -> torch.Tensor:
-    """`x.reshape(shape)` where "batch" stands for x's own first dimension."""
-    return x.reshape([x.shape[0] if d == "batch" else d for d in shape])
-
-
 def lift_program(ep, example: torch.Tensor) -> LiftResult:
     """The program `ep` as a module with real layers, or the reason it cannot be lifted.
 
@@ -67,7 +69,7 @@ def lift_program(ep, example: torch.Tensor) -> LiftResult:
     """
     with _quiet():
         gm = ep.module()
-    stop = _unliftable_op(gm.graph)
+    stop = unliftable_op(gm.graph)
     if stop:
         return LiftResult(None, stop)
     out_spec = getattr(getattr(gm.graph._codegen, "pytree_info", None), "out_spec", None)
@@ -114,24 +116,24 @@ def _lift_module(mod: nn.Module, stats: LiftResult, out_spec=None) -> nn.Module:
     for node in list(graph.nodes):
         if node.op == "call_module" and node.target != "_guards_fn":
             if node.target not in children:
-                child = _get_path(mod, node.target)
+                child = get_path(mod, node.target)
                 children[node.target] = _lift_module(child, stats) \
                     if isinstance(getattr(child, "graph", None), fx.Graph) else child
             continue
-        kind, module, weight_target = _layer_for(node, mod)
+        kind, module, weight_target = layer_for(node, mod)
         if module is None:
             continue
         path = weight_target.rsplit(".", 1)[0] if "." in weight_target else weight_target + "_layer"
-        if path in made and not _same_layer(made[path], module) or path in children:
-            path = _free_name(path + "_lifted", {**made, **children})
+        if path in made and not same_layer(made[path], module) or path in children:
+            path = free_name(path + "_lifted", {**made, **children})
         made.setdefault(path, module)
         with graph.inserting_before(node):
             new = graph.call_module(path, (node.args[0],))
         new.meta = dict(node.meta)
-        _replace_uses(node, new)
+        replace_uses(node, new)
         graph.erase_node(node)
         stats.layers[kind] += 1
-    stats.reshapes += _follow_shapes(graph)
+    stats.reshapes += follow_shapes(graph)
     for node in list(graph.nodes):
         if node.op == "call_module" and node.target == "_guards_fn":
             graph.erase_node(node)
@@ -157,7 +159,7 @@ def _as_layer(graph: fx.Graph, mod: nn.Module):
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
     if len(inputs) != 1 or not work:
         return None
-    kind, layer, _ = _layer_for(work[0], mod)
+    kind, layer, _ = layer_for(work[0], mod)
     if layer is None or work[0].args[0] is not inputs[0]:
         return None
     rest = work[1:]
@@ -170,252 +172,8 @@ def _as_layer(graph: fx.Graph, mod: nn.Module):
     return (kind, layer) if out is (rest[0] if rest else work[0]) else None
 
 
-# ---- what can be lifted -----------------------------------------------------------------------
-
-def _unliftable_op(graph: fx.Graph) -> str:
-    """A reason when the graph has control flow or ops outside aten (and python's operator)."""
-    for node in graph.nodes:
-        if node.op != "call_function":
-            continue
-        t = node.target
-        if isinstance(t, torch._ops.HigherOrderOperator):
-            return (f"the graph has control flow ({t.__name__}): its structure depends on the "
-                    "data, so it cannot be lifted into layers")
-        if isinstance(t, torch._ops.OpOverload) and t.namespace not in ("aten", "prim"):
-            return (f"the graph calls the custom op {t.namespace}::{t._opname}, which advisor "
-                    "cannot turn into layers")
-        if not isinstance(t, torch._ops.OpOverload) and getattr(t, "__module__", "") not in (
-                "_operator", "operator", "torch", "math"):
-            name = getattr(t, "__qualname__", repr(t))
-            return f"the graph calls the python function {name}, which advisor cannot lift"
-    return ""
-
-
-def _attr(gm: nn.Module, node) -> tuple[str, torch.Tensor] | tuple[None, None]:
-    """(target, tensor) when `node` is a get_attr of a parameter or buffer; else (None, None)."""
-    if not isinstance(node, fx.Node) or node.op != "get_attr":
-        return None, None
-    value = _get_path(gm, node.target)
-    return (node.target, value) if isinstance(value, torch.Tensor) else (None, None)
-
-
-def _arg(node, i: int, name: str, default):
-    if len(node.args) > i:
-        return node.args[i]
-    return node.kwargs.get(name, default)
-
-
-def _layer_for(node, gm):
-    """(kind, new module, weight target) for a layer call on parameters, else (None, None, None)."""
-    if node.op != "call_function":
-        return None, None, None
-    t = node.target
-    if t in (aten.conv2d.default, aten.convolution.default):
-        return _conv(node, gm, t is aten.convolution.default)
-    if t is aten.linear.default:
-        return _linear(node, gm)
-    if t in (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default):
-        return _batch_norm(node, gm, t is aten.batch_norm.default)
-    if t is aten.layer_norm.default:
-        return _layer_norm(node, gm)
-    return None, None, None
-
-
-def _layer_norm(node, gm):
-    """aten.layer_norm(x, normalized_shape, weight, bias, eps): its normalized shape is fixed in
-    the call, so a pruned channel count would break it; as nn.LayerNorm it is pruned with them."""
-    shape = _arg(node, 1, "normalized_shape", None)
-    wt, w = _attr(gm, _arg(node, 2, "weight", None))
-    ok, b = _bias(gm, node, 3, "bias")
-    if wt is None or not ok or not isinstance(shape, (list, tuple)) or len(shape) != 1:
-        return None, None, None
-    ln = nn.LayerNorm(int(shape[0]), eps=float(_arg(node, 4, "eps", 1e-5)), bias=b is not None)
-    _load(ln, weight=w, bias=b)
-    return "layer norms", ln, wt
-
-
-def _bias(gm, node, i: int, name: str):
-    b = _arg(node, i, name, None)
-    if b is None:
-        return True, None
-    target, value = _attr(gm, b)
-    return target is not None, value
-
-
-def _conv(node, gm, general: bool):
-    target, w = _attr(gm, _arg(node, 1, "weight", None))
-    ok, b = _bias(gm, node, 2, "bias")
-    if target is None or not ok or w.dim() != 4:
-        return None, None, None
-    stride, padding, dilation = (_arg(node, i, n, d) for i, n, d in
-                                 ((3, "stride", [1, 1]), (4, "padding", [0, 0]),
-                                  (5, "dilation", [1, 1])))
-    if general:
-        if _arg(node, 6, "transposed", False) or any(_arg(node, 7, "output_padding", [0, 0])):
-            return None, None, None
-        groups = _arg(node, 8, "groups", 1)
-    else:
-        groups = _arg(node, 6, "groups", 1)
-    if isinstance(padding, str) or not all(isinstance(v, int) for v in
-                                           (*stride, *padding, *dilation, groups)):
-        return None, None, None
-    conv = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=tuple(stride),
-                     padding=tuple(padding), dilation=tuple(dilation), groups=groups,
-                     bias=b is not None)
-    _load(conv, weight=w, bias=b)
-    return "convolutions", conv, target
-
-
-def _linear(node, gm):
-    target, w = _attr(gm, _arg(node, 1, "weight", None))
-    ok, b = _bias(gm, node, 2, "bias")
-    if target is None or not ok or w.dim() != 2:
-        return None, None, None
-    lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
-    _load(lin, weight=w, bias=b)
-    return "linear layers", lin, target
-
-
-def _batch_norm(node, gm, general: bool):
-    """aten.batch_norm(x, w, b, mean, var, training, momentum, eps, cudnn) or the inference
-    IR's _native_batch_norm_legit_no_training(x, w, b, mean, var, momentum, eps)[0]."""
-    if not general and any(u.target is not operator.getitem or u.args[1] != 0
-                           for u in node.users):
-        return None, None, None
-    params = [_attr(gm, _arg(node, i, n, None)) for i, n in
-              ((1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var"))]
-    (wt, w), (bt, b), (mt, mean), (vt, var) = params
-    if mt is None or vt is None or (wt is None) != (bt is None) or mean.dim() != 1:
-        return None, None, None
-    momentum, eps = (_arg(node, 6, "momentum", 0.1), _arg(node, 7, "eps", 1e-5)) if general \
-        else (_arg(node, 5, "momentum", 0.1), _arg(node, 6, "eps", 1e-5))
-    bn = nn.BatchNorm2d(mean.shape[0], eps=float(eps), momentum=float(momentum),
-                        affine=wt is not None)
-    _load(bn, weight=w, bias=b, running_mean=mean, running_var=var)
-    tracked = _get_path(gm, mt.rsplit(".", 1)[0] + ".num_batches_tracked") if "." in mt else None
-    if isinstance(tracked, torch.Tensor):
-        bn.num_batches_tracked.copy_(tracked)
-    return "batch norms", bn, wt or mt
-
-
-def _load(module: nn.Module, **tensors) -> None:
-    with torch.no_grad():
-        for name, value in tensors.items():
-            if value is not None:
-                getattr(module, name).copy_(value.detach())
-
-
-def _same_layer(a: nn.Module, b: nn.Module) -> bool:
-    """Two call sites of one layer (a module called twice) share it."""
-    sa, sb = a.state_dict(), b.state_dict()
-    return type(a) is type(b) and repr(a) == repr(b) and sa.keys() == sb.keys() and \
-        all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def _free_name(base: str, taken) -> str:
-    i, name = 1, base
-    while name in taken:
-        i, name = i + 1, f"{base}{i}"
-    return name
-
-
-def _replace_uses(old, new) -> None:
-    """Uses of `old` now use `new`; for a tuple-returning batch norm, its getitem(…, 0) users."""
-    if old.target is aten._native_batch_norm_legit_no_training.default:
-        for user in list(old.users):
-            user.replace_all_uses_with(new)
-            user.graph.erase_node(user)
-    else:
-        old.replace_all_uses_with(new)
-
-
-# ---- shapes that follow the model ------------------------------------------------------------
-
-_RESHAPES = (aten.view.default, aten.reshape.default, aten._unsafe_view.default)
-
-
-def _follow_shapes(graph: fx.Graph) -> int:
-    """Fixed-size views become `reshape_following`: batch from the input, channels inferred."""
-    count = 0
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in _RESHAPES:
-            continue
-        src = node.args[0]
-        val = src.meta.get("val") if isinstance(src, fx.Node) else None
-        shape = list(node.args[1])
-        if val is None or not all(isinstance(d, int) for d in (*val.shape, *shape)):
-            continue
-        spec = following_shape(list(val.shape), shape)
-        if spec == shape:
-            continue
-        with graph.inserting_before(node):
-            new = graph.call_function(reshape_following, (src, spec))
-        new.meta = dict(node.meta)
-        node.replace_all_uses_with(new)
-        graph.erase_node(node)
-        count += 1
-    return count
-
-
-def following_shape(source: list[int], shape: list[int]) -> list:
-    """The template for reshaping a tensor of `source` shape to `shape` so that it still works
-    at another batch size and channel count: the batch dimension (kept in place) becomes
-    "batch", and the dimension that carries the channels becomes -1 (a -1 already there is
-    resolved first: exporters write [-1, C] for a flatten, with the batch inferred).
-
-    That dimension is looked for among those not kept from the source (not the batch, not a
-    common trailing suffix such as H, W): the channel count itself, else a multiple of it
-    (C·H·W flattened), else the largest divisor of it (channels per group in a shuffle).
-    """
-    shape = _resolved(source, shape)  # a -1 the exporter wrote is placed anew below
-    spec: list = list(shape)
-    if len(source) >= 2 and len(shape) >= 1 and shape[0] == source[0]:
-        spec[0] = "batch"
-    if len(source) < 2:  # a per-channel vector shaped to broadcast ([C] → [1, C, 1, 1])
-        hits = [i for i, d in enumerate(shape) if source and d == source[0] and d > 1]
-        if hits:
-            spec[hits[0]] = -1
-        return spec
-    suffix = 0
-    # the kept suffix leaves at least one dimension after the batch free for the channels
-    while suffix < min(len(source), len(shape)) - 2 and \
-            source[-1 - suffix] == shape[-1 - suffix]:
-        suffix += 1
-    free = list(range(1, len(shape) - suffix))
-    channels = source[1]
-    for test in (lambda d: d == channels, lambda d: d % channels == 0,
-                 lambda d: channels % d == 0 and d > 1):
-        hits = [i for i in free if shape[i] > 0 and test(shape[i])]
-        if hits:
-            best = max(hits, key=lambda i: (shape[i], i))
-            spec[best] = -1
-            return spec
-    return spec
-
-
-def _resolved(source: list[int], shape: list[int]) -> list[int]:
-    """`shape` with its -1 (if any) replaced by the size it stands for."""
-    if -1 not in shape:
-        return list(shape)
-    known = 1
-    for d in shape:
-        known *= d if d != -1 else 1
-    total = 1
-    for d in source:
-        total *= d
-    return [total // known if d == -1 and known else d for d in shape]
-
 
 # ---- building the module ---------------------------------------------------------------------
-
-def _get_path(module, target: str):
-    obj = module
-    for part in target.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
 
 def _holder(root: nn.Module, target: str) -> tuple[nn.Module, str]:
     """The module that holds `target`'s last name (containers made on the way), and that name."""
@@ -442,10 +200,10 @@ def _set_path(root: nn.Module, path: str, value: nn.Module) -> None:
 def _copy_attr(gm: nn.Module, root: nn.Module, target: str) -> None:
     """A parameter, buffer or constant the remaining graph reads, at its own path (a lifted
     layer's own tensor is already there, so tied uses stay tied)."""
-    if _get_path(root, target) is not None:
+    if get_path(root, target) is not None:
         return
     holder, name = _holder(root, target)
-    value = _get_path(gm, target)
+    value = get_path(gm, target)
     if isinstance(value, nn.Parameter):
         holder.register_parameter(name, nn.Parameter(value.detach().clone(),
                                                      requires_grad=value.requires_grad))

@@ -26,7 +26,8 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
-from advisor.lift import LiftResult, following_shape, reshape_following
+from advisor.lift import LiftResult
+from advisor.lift_shapes import following_shape, reshape_following
 
 __all__ = ["lift_onnx", "ONNX_LIFT_VERSION"]
 
