@@ -56,7 +56,17 @@ def following_shape(source: list[int], shape: list[int]) -> list:
     common trailing suffix such as H, W): the channel count itself, else a multiple of it
     (C·H·W flattened), else the largest divisor of it (channels per group in a shuffle).
     """
-    shape = _resolved(source, shape)  # a -1 the exporter wrote is placed anew below
+    spec = _following(source, _resolved(source, shape))  # an exporter's -1 is placed anew
+    if -1 in shape and -1 not in spec:
+        # no better place was found: the exporter's own -1 stays (it may fold the batch into
+        # another dimension, as a window partition does: [-1, 49, 96])
+        return ["batch" if i == 0 and spec[0] == "batch" and d != -1 else d
+                for i, d in enumerate(shape)]
+    return spec
+
+
+def _following(source: list[int], shape: list[int]) -> list:
+    """`following_shape` for a shape without -1."""
     spec: list = list(shape)
     if len(source) >= 2 and len(shape) >= 1 and shape[0] == source[0]:
         spec[0] = "batch"

@@ -45,6 +45,7 @@ def _export(model, shape=(1, 3, 16, 16)):
     ([1, 8, 4, 4], [1, -1, 4, 4], ["batch", -1, 4, 4]),  # -1 already there
     ([1, 64, 1, 1], [-1, 64], ["batch", -1]),  # an exporter's flatten: the batch inferred
     ([40], [1, 40, 1, 1], [1, -1, 1, 1]),  # a per-channel scale shaped to broadcast
+    ([1, 8, 7, 8, 7, 96], [-1, 49, 96], [-1, 49, 96]),  # windows: the batch folded into -1
 ])
 def test_fixed_shapes_follow_batch_and_channels(source, shape, spec):
     assert following_shape(source, shape) == spec
