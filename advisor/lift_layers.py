@@ -12,7 +12,7 @@ import operator
 import torch
 from torch import fx, nn
 
-__all__ = ["layer_for", "unliftable_op", "replace_uses", "same_layer", "free_name", "get_path"]
+__all__ = ["load_tensors", "layer_for", "unliftable_op", "replace_uses", "same_layer", "free_name", "get_path"]
 
 aten = torch.ops.aten
 
@@ -75,7 +75,7 @@ def _layer_norm(node, gm):
     if wt is None or not ok or not isinstance(shape, (list, tuple)) or len(shape) != 1:
         return None, None, None
     ln = nn.LayerNorm(int(shape[0]), eps=float(_arg(node, 4, "eps", 1e-5)), bias=b is not None)
-    _load(ln, weight=w, bias=b)
+    load_tensors(ln, weight=w, bias=b)
     return "layer norms", ln, wt
 
 
@@ -107,7 +107,7 @@ def _conv(node, gm, general: bool):
     conv = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=tuple(stride),
                      padding=tuple(padding), dilation=tuple(dilation), groups=groups,
                      bias=b is not None)
-    _load(conv, weight=w, bias=b)
+    load_tensors(conv, weight=w, bias=b)
     return "convolutions", conv, target
 
 
@@ -117,7 +117,7 @@ def _linear(node, gm):
     if target is None or not ok or w.dim() != 2:
         return None, None, None
     lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
-    _load(lin, weight=w, bias=b)
+    load_tensors(lin, weight=w, bias=b)
     return "linear layers", lin, target
 
 
@@ -136,14 +136,15 @@ def _batch_norm(node, gm, general: bool):
         else (_arg(node, 5, "momentum", 0.1), _arg(node, 6, "eps", 1e-5))
     bn = nn.BatchNorm2d(mean.shape[0], eps=float(eps), momentum=float(momentum),
                         affine=wt is not None)
-    _load(bn, weight=w, bias=b, running_mean=mean, running_var=var)
+    load_tensors(bn, weight=w, bias=b, running_mean=mean, running_var=var)
     tracked = get_path(gm, mt.rsplit(".", 1)[0] + ".num_batches_tracked") if "." in mt else None
     if isinstance(tracked, torch.Tensor):
         bn.num_batches_tracked.copy_(tracked)
     return "batch norms", bn, wt or mt
 
 
-def _load(module: nn.Module, **tensors) -> None:
+def load_tensors(module: nn.Module, **tensors) -> None:
+    """Copy tensors into `module`'s parameters and buffers of those names (None: skipped)."""
     with torch.no_grad():
         for name, value in tensors.items():
             if value is not None:

@@ -27,6 +27,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from advisor.lift import LiftResult
+from advisor.lift_layers import load_tensors
 from advisor.lift_shapes import following_shape, reshape_following
 
 __all__ = ["lift_onnx", "ONNX_LIFT_VERSION"]
@@ -316,10 +317,9 @@ def _attr(at):
 
 
 def _load(module: nn.Module, **arrays) -> None:
-    with torch.no_grad():
-        for name, value in arrays.items():
-            if value is not None:
-                getattr(module, name).copy_(torch.from_numpy(np.array(value, dtype=np.float32)))
+    """ONNX initializers (numpy) into the layer, through the lifting's own copy."""
+    load_tensors(module, **{k: None if v is None else torch.from_numpy(
+        np.array(v, dtype=np.float32)) for k, v in arrays.items()})
 
 
 def _module_name(weight_name: str, root: nn.Module) -> str:
