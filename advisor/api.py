@@ -263,7 +263,7 @@ def _baseline_stage(st: _Analysis) -> None:
     # evaluated like a candidate: its deployed artefact on the runtime the report compares
     # against (the fastest), not the eager module
     base_rt = min(latency_by_rt, key=latency_by_rt.get)
-    st.predict = baseline_predict(st.loaded, st.base_files.get(base_rt), base_rt)
+    st.predict = baseline_predict(st.loaded, st.base_files.get(base_rt), base_rt, st.tgt)
     data_b = st.data
     base_correct = correct_flags(st.predict, data_b.val) if data_b.verified else None
     base_acc = float(base_correct.mean()) if base_correct is not None else None
@@ -384,7 +384,7 @@ def _held_out_pick(st: _Analysis):
     allowed = st.factors.allowed_drop_points(st.base_acc_test)
     tried = []
     for rec in [st.chosen] + order[:MAX_HELD_OUT_TRIES - 1]:
-        acc = artifact_accuracy(rec, st.data.test)
+        acc = artifact_accuracy(rec, st.data.test, st.tgt)
         drop = (st.base_acc_test - acc) * 100 if st.base_acc_test is not None else None
         if drop is None or drop <= allowed + 1e-9:
             if tried:
@@ -480,7 +480,9 @@ def _default_budget(f: Factors) -> float:
 
 
 def _target_json(t) -> dict:
+    from advisor.device.remote import measured_on
+
     return {"name": t.name, "device": t.device, "precisions": list(t.precisions),
             "sparse_kernels": list(t.sparse_kernels), "emulated": t.emulated,
             "memory_budget_mb": t.memory_budget_mb, "threads": t.threads,
-            "runtimes": [r.name for r in t.runtimes]}
+            "runtimes": [r.name for r in t.runtimes], "measured_on": measured_on(t)}

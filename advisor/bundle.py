@@ -138,14 +138,14 @@ def check_data_fits(loaded, b: "DataBundle") -> None:
 
 # ---- baseline -------------------------------------------------------------------------------
 
-def baseline_predict(loaded, artifact: str | None = None,
-                     runtime: str | None = None) -> Callable[[torch.Tensor], np.ndarray]:
+def baseline_predict(loaded, artifact: str | None = None, runtime: str | None = None,
+                     target=None) -> Callable[[torch.Tensor], np.ndarray]:
     """Logits of the original model: its deployed `artifact` on `runtime` when given (measured
     like a candidate), else the loaded module, else its ONNX file."""
     from advisor.measure.accuracy import artifact_predictor, predictor
 
     if artifact is not None and runtime is not None:
-        return artifact_predictor(artifact, runtime)
+        return artifact_predictor(artifact, runtime, target)
     # an ONNX input is its own file, also when it was lifted into a torch module
     return predictor(Path(loaded.onnx_path) if loaded.onnx_path is not None else loaded.module)
 

@@ -49,13 +49,13 @@ def final_paths(value, run):
     return value
 
 
-def artifact_accuracy(rec, loader) -> float | None:
+def artifact_accuracy(rec, loader, target=None) -> float | None:
     from advisor.measure.accuracy import accuracy as acc
     from advisor.trial import _predictor
 
     if rec.artifact is None:
         return None
-    return acc(_predictor(Path(rec.artifact), rec.runtime), loader)
+    return acc(_predictor(Path(rec.artifact), rec.runtime, target), loader)
 
 
 def artifact_hotspots_rows(rec, input_shape, tgt, reference: str | None = None) -> list[dict]:
@@ -68,7 +68,7 @@ def artifact_hotspots_rows(rec, input_shape, tgt, reference: str | None = None) 
         rt = tgt.runtime(rec.runtime)
         hs = artifact_hotspots(rec.artifact, rec.runtime, input_shape, threads=tgt.threads,
                                **({"provider": rt.provider} if rt.provider else {}),
-                               reference=reference)
+                               reference=reference, target=tgt)
         return [hot_row(r) for r in hs.to_json()["layers"]]
     except Exception:  # hot spots are an illustration; their failure must not sink the analysis
         return []

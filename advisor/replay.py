@@ -158,9 +158,9 @@ def _replay(loaded, plan: Plan, ctx, tgt, data_b, run, measure: dict) -> ApplyRe
     if data_b.val is not None:
         from advisor.measure.accuracy import accuracy as acc
         from advisor.trial import _predictor
-        base_predict = baseline_predict(loaded, base_path, "onnxruntime")  # as measured
+        base_predict = baseline_predict(loaded, base_path, "onnxruntime", tgt)  # as measured
         b["accuracy"] = accuracy_of(base_predict, data_b.val)
-        a["accuracy"] = acc(_predictor(Path(after_file), a["runtime"]), data_b.val)
+        a["accuracy"] = acc(_predictor(Path(after_file), a["runtime"], tgt), data_b.val)
     res = ApplyResult(run.out, {k: v for k, v in files.items()
                                 if k in ("onnx", "pt2", "onnx_gz", "pt2_gz")}, b, a,
                       result.steps)

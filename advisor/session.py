@@ -38,4 +38,7 @@ def resolve_target(target):
         raise TargetError(f"target {t.name!r} cannot run on this host: {why}",
                           "measure on the device with `advisor profile --json` and pass "
                           "--from-profile, or choose another --target")
+    if t.link is not None:  # a device that cannot be reached fails now, in one line
+        from advisor.device.remote import device_facts
+        device_facts(t.link)
     return t

@@ -19,6 +19,16 @@ A target is a small TOML file (built-ins in `advisor/profiles/`, or any path giv
     name = "onnxruntime"            # onnxruntime | torch
     provider = "CPUExecutionProvider"
 
+A target that lives on a device names it with a `[device]` table instead of `device = "cpu"`:
+
+    [device]
+    ssh = "pi@raspberrypi"          # or command = ["ssh", "-p", "2222", "pi@host", "python3"]
+    python = "python3"
+
+and every measurement then runs there, through advisor's agent (`advisor.device`;
+the table's keys: `advisor.device.link`). `advisor targets probe --ssh HOST --name NAME` writes
+such a profile from the device's fingerprint.
+
 Everything the rules and the profiler need is here; a malformed file is a `TargetError` naming
 the file and the field. Host capabilities live in `advisor.measure.host` (re-exported here);
 a target's CPU (`arch`, `isa`, and `cpu_source`: where they came from) is the profile's when it
@@ -84,7 +94,8 @@ class Target:
     source_path: Path | None = None
     arch: str | None = None  # CPU family the target deploys to: "x86" | "arm"
     isa: tuple[str, ...] = ()  # its ISA extensions (advisor.measure.host names)
-    cpu_source: str = "host"  # where arch/isa come from: "host" | "profile" | "name"
+    cpu_source: str = "host"  # where arch/isa come from: "host" | "profile" | "name" | "device"
+    link: Any = None  # advisor.device.link.DeviceLink: measured on that device, over its agent
 
     @property
     def primary_runtime(self) -> RuntimeSpec:
@@ -109,7 +120,8 @@ class Target:
                 "emulated": self.emulated, "description": self.description,
                 "notes": list(self.notes),
                 "source_path": str(self.source_path) if self.source_path else None,
-                "arch": self.arch, "isa": list(self.isa), "cpu_source": self.cpu_source}
+                "arch": self.arch, "isa": list(self.isa), "cpu_source": self.cpu_source,
+                "link": self.link.to_json() if self.link is not None else None}
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -149,6 +161,11 @@ def _parse(path: Path) -> Target:
     return _validate(data, path)
 
 
+def validate_profile(data: dict[str, Any], path: Path) -> Target:
+    """A profile's parsed TOML checked as `load_target` checks a file at `path`."""
+    return _validate(data, path)
+
+
 def _validate(data: dict[str, Any], path: Path) -> Target:
     def bad(field: str, why: str) -> TargetError:
         return TargetError(f"target profile {path}: field {field!r} {why}",
@@ -165,13 +182,22 @@ def _validate(data: dict[str, Any], path: Path) -> Target:
     name = _typed(data, "name", str, bad)
     if not name.strip():
         raise bad("name", "is empty")
-    device = _typed(data, "device", str, bad)
+    link = None
+    if isinstance(data["device"], dict):  # a [device] table: measured on that device
+        from advisor.device.link import link_from_table
+        link = link_from_table(data["device"], bad)
+        device = "cpu"
+        if data.get("emulated"):
+            raise bad("emulated", "cannot be true for a target with a [device]: it is "
+                                  "measured on the device itself")
+    else:
+        device = _typed(data, "device", str, bad)
     if device not in DEVICES:
         raise bad("device", f"must be one of {', '.join(DEVICES)} (got {device!r})")
     threads = data.get("threads")
     if threads is not None and (type(threads) is not int or threads < 1):
         raise bad("threads", f"must be a positive integer (got {threads!r})")
-    if threads is not None and threads > usable_cores():
+    if threads is not None and link is None and threads > usable_cores():
         raise TargetError(f"target profile {path}: threads = {threads} but this process may use "
                           f"only {usable_cores()} core(s)",
                           f"set threads to at most {usable_cores()}, or omit it to use every "
@@ -194,12 +220,12 @@ def _validate(data: dict[str, Any], path: Path) -> Target:
         notes = [notes]
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise bad("notes", "must be a string or a list of strings")
-    arch, isa, cpu_source = _cpu(data, name, bad)
+    arch, isa, cpu_source = _cpu(data, name, bad, remote=link is not None)
     return Target(name=name, device=device, runtimes=_runtimes(data["runtimes"], device, bad),
                   threads=threads, memory_budget_mb=float(budget) if budget is not None else None,
                   precisions=precisions, sparse_kernels=sparse, emulated=emulated,
                   description=description, notes=tuple(notes), source_path=path.resolve(),
-                  arch=arch, isa=isa, cpu_source=cpu_source)
+                  arch=arch, isa=isa, cpu_source=cpu_source, link=link)
 
 
 def arch_from_name(name: str) -> str | None:
@@ -209,8 +235,10 @@ def arch_from_name(name: str) -> str | None:
     return "arm" if words & _ARM_WORDS else None
 
 
-def _cpu(data: dict, name: str, bad) -> tuple[str, tuple[str, ...], str]:
-    """(arch, isa, source): declared in the profile, else Arm by name, else this host's."""
+def _cpu(data: dict, name: str, bad, remote: bool = False
+         ) -> tuple[str | None, tuple[str, ...], str]:
+    """(arch, isa, source): declared in the profile, else Arm by name, else this host's (not
+    for a device reached over its agent: unknown until probed)."""
     if "isa" in data and "arch" not in data:
         raise bad("isa", "needs `arch` too (x86 or arm): the flags describe that CPU")
     if "arch" in data:
@@ -221,6 +249,8 @@ def _cpu(data: dict, name: str, bad) -> tuple[str, tuple[str, ...], str]:
         return arch, isa, "profile"
     if arch_from_name(name):
         return "arm", (), "name"
+    if remote:
+        return None, (), "device"
     host = detect_cpu()
     return arch_family(), tuple(host["isa"]), "host"
 
@@ -282,6 +312,8 @@ def _runtimes(value: Any, device: str, bad) -> tuple[RuntimeSpec, ...]:
 
 def target_available(t: Target) -> tuple[bool, str]:
     """Can this host measure `t`? Returns (ok, reason); the reason also explains emulation."""
+    if t.link is not None:  # reachability is checked when a run starts (device_facts)
+        return True, f"measured on the device {t.link.label} {t.link.how()} by advisor's agent"
     if t.device == "cuda":
         gpu = detect_host().get("gpu")
         if not gpu:

@@ -153,7 +153,7 @@ def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
     """Latency (subprocess), accuracy on val, agreement with the original on reference inputs."""
     from advisor.measure.latency import measure_latency
 
-    predict = _predictor(artifact, runtime)
+    predict = _predictor(artifact, runtime, p.target)
     if p.timing is not None and p.timing.get("runtime") == runtime:
         out: dict[str, Any] = {"runtime": runtime, "timed_with": p.timing["from"],
                                **{k: p.timing[k] for k in ("latency_ms", "peak_memory_mb",
@@ -185,10 +185,11 @@ def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
     return out
 
 
-def _predictor(artifact: Path, runtime: str):
-    """A function inputs → logits (numpy) for the deployed artefact."""
+def _predictor(artifact: Path, runtime: str, target=None):
+    """A function inputs → logits (numpy) for the deployed artefact (on the target's device
+    when it has one)."""
     from advisor.measure.accuracy import artifact_predictor
-    return artifact_predictor(artifact, runtime)
+    return artifact_predictor(artifact, runtime, target)
 
 
 def _stored_size(artifact: Path, steps: list[dict]) -> tuple[float, str]:

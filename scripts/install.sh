@@ -38,3 +38,18 @@ pip_quiet "${torch_pins[@]}"
 [ ${#more[@]} -eq 0 ] || pip_quiet "${torch_pins[@]}" "${more[@]}"
 pip_quiet "${torch_pins[@]}" -e ".[${extras}]"
 "$venv/bin/python" -c "import torch, sys; assert torch.__version__.startswith(sys.argv[1]), torch.__version__" "$torch_prefix"
+
+# the device agent's environment, as a device has it: onnxruntime, numpy and psutil, no torch and
+# no advisor (advisor pushes its agent over the link). The dev tests run the agent in it.
+if [ "$extras" = dev ] && [ "$venv" = .venv ]; then
+  agent_venv=.venv-agent
+  [ -x "$agent_venv/bin/python" ] || "$PY" -m venv "$agent_venv"
+  set +e
+  "$agent_venv/bin/python" -m pip install -q "onnxruntime>=1.20" "numpy>=1.26" "psutil>=5.9" 2>&1 | grep -v "is ignored"
+  rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" = 0 ] || exit "$rc"
+  if "$agent_venv/bin/python" -c "import torch" 2>/dev/null; then
+    echo "error: $agent_venv must not have torch" >&2; exit 1
+  fi
+fi

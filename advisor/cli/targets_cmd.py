@@ -15,9 +15,23 @@ def _short(r) -> str:
 
 @app.command("targets")
 def targets_cmd(
-    target: Annotated[Optional[str], typer.Argument(help="Show one target (name or .toml path) with its notes.")] = None,
+    target: Annotated[Optional[str], typer.Argument(help="Show one target (name or .toml path) with its notes; or `probe` to fingerprint a device and write its profile.")] = None,
+    ssh: Annotated[Optional[str], typer.Option("--ssh", help="probe: the device's SSH destination (user@host; your ssh config applies).")] = None,
+    command: Annotated[Optional[str], typer.Option("--command", help="probe: instead of --ssh, the command line that starts Python on the device, e.g. \"ssh -p 2222 pi@host python3\".")] = None,
+    python: Annotated[str, typer.Option("--python", help="probe: the device's Python (with --ssh).")] = "python3",
+    name: Annotated[Optional[str], typer.Option("--name", help="probe: the target's name (writes NAME.toml).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="probe: where to write the profile (default ./NAME.toml).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="probe: overwrite an existing profile file.")] = False,
 ) -> None:
-    """List deployment targets: runtimes, threads, memory, precisions, sparse kernels, availability."""
+    """List deployment targets: runtimes, threads, memory, precisions, sparse kernels, availability.
+
+    `advisor targets probe --ssh pi@raspberrypi --name pi5` connects to a device, fingerprints it
+    and writes pi5.toml: a target whose every measurement runs on that device."""
+    if target == "probe":
+        return _probe(ssh, command, python, name, out, force)
+    if any(v is not None for v in (ssh, command, name, out)):
+        from advisor.errors import TargetError
+        raise TargetError("--ssh, --command, --name and --out are for `advisor targets probe`")
     from rich.table import Table
 
     from advisor.cli.render import stdout_console
@@ -57,3 +71,25 @@ def targets_cmd(
                   f"{' '.join(host.get('isa') or []) or '—'}, GPU "
                   f"{(host.get('gpu') or {}).get('name', 'none')}[/]",
                   soft_wrap=True, highlight=False)
+
+
+def _probe(ssh, command, python, name, out, force) -> None:
+    import shlex
+    from pathlib import Path
+
+    from advisor.cli.render import stdout_console
+    from advisor.device.probe import probe
+    from advisor.errors import TargetError
+
+    if (ssh is None) == (command is None):
+        raise TargetError("`advisor targets probe` needs --ssh USER@HOST or --command \"...\"",
+                          "e.g. advisor targets probe --ssh pi@raspberrypi --name pi5")
+    if not name:
+        raise TargetError("`advisor targets probe` needs --name (the target's name)")
+    table = {"ssh": ssh, "python": python} if ssh else {"command": shlex.split(command)}
+    path, fp, _ = probe(name, table, Path(out or f"{name}.toml"), force=force)
+    console = stdout_console()
+    console.print(f"{fp.get('cpu_model')} ({fp.get('arch')}), {fp.get('cores_available')} "
+                  f"core(s), {fp.get('memory_mb')} MB, onnxruntime {fp.get('onnxruntime')}, ISA "
+                  f"{' '.join(fp.get('isa') or []) or '—'}", soft_wrap=True, highlight=False)
+    console.print(f"wrote {path}: use it with --target {path}", soft_wrap=True, highlight=False)

@@ -52,6 +52,8 @@ def main(argv: list[str]) -> int:
         oom = memory.is_out_of_memory(e)
         result.update(ok=False, kind="memory" if oom else "error", error=_one_line(e),
                       traceback=traceback.format_exc(limit=8))
+    # the device agent's promise (and its test): an ONNX Runtime measurement never loads torch
+    result["torch_imported"] = "torch" in sys.modules
     Path(req["result_path"]).write_text(json.dumps(result))
     return 0
 

@@ -113,10 +113,22 @@ def agreement(reference: Any, candidate: Any, loader_or_inputs: Any) -> dict[str
                             np.concatenate([b for _, b in pairs]))
 
 
-def artifact_predictor(artifact: str | Path, runtime: str) -> Callable[[Any], np.ndarray]:
-    """Logits of a deployed artefact file: ONNX in ONNX Runtime, `.pt2`/`.ts` in torch."""
+def artifact_predictor(artifact: str | Path, runtime: str, target=None
+                       ) -> Callable[[Any], np.ndarray]:
+    """Logits of a deployed artefact file: ONNX in ONNX Runtime, `.pt2`/`.ts` in torch. On a
+    target with a device link they are the device runtime's outputs: the same int8 model scores
+    differently on different CPUs, so accuracy comes from the target."""
     import torch
 
+    link = getattr(target, "link", None)
+    if link is not None:
+        if runtime != "onnxruntime":
+            from advisor.measure.latency import LatencyError
+            raise LatencyError(f"not measurable on the device {link.label}: its agent runs ONNX "
+                               f"models only, and this artefact runs on {runtime}",
+                               kind="unmeasurable")
+        from advisor.device.remote import remote_predictor
+        return remote_predictor(link, artifact, target.threads)
     if runtime == "onnxruntime":
         return predictor(Path(artifact))
     path = str(artifact)

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["detect_host", "detect_cpu", "parse_cpuinfo", "arch_family", "has_vnni", "ISA_FLAGS",
+__all__ = ["detect_host", "detect_machine", "detect_cpu", "parse_cpuinfo", "arch_family", "has_vnni", "ISA_FLAGS",
            "ISA_NAMES", "VNNI_FLAGS"]
 
 # cpuinfo flag -> the names we report (x86 and Arm spell things differently)
@@ -87,10 +87,11 @@ def detect_cpu() -> dict[str, Any]:
     return copy.deepcopy(_detect_cpu())
 
 
-@functools.lru_cache(maxsize=1)
-def _detect() -> dict[str, Any]:
+def detect_machine() -> dict[str, Any]:
+    """This machine without torch: CPU, cores, memory, OS, Python and ONNX Runtime. The device
+    agent (`advisor.agent`) fingerprints a device with it, so it must never import torch."""
     info = _detect_cpu()
-    host: dict[str, Any] = {
+    return {
         "arch": info["arch"],
         "cpu_model": info["cpu_model"],
         "isa": list(info["isa"]),
@@ -102,11 +103,16 @@ def _detect() -> dict[str, Any]:
         **_memory(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "torch": _version("torch"),
         "onnxruntime": _version("onnxruntime"),
         "onnxruntime_providers": _ort_providers(),
-        "gpu": _gpu(),
     }
+
+
+@functools.lru_cache(maxsize=1)
+def _detect() -> dict[str, Any]:
+    host = detect_machine()
+    host["torch"] = _version("torch")
+    host["gpu"] = _gpu()
     return host
 
 
@@ -141,6 +147,14 @@ def _memory() -> dict[str, Any]:
         return {"memory_mb": round(vm.total / 2 ** 20), "memory_available_mb":
                 round(vm.available / 2 ** 20)}
     except Exception:
+        pass
+    try:  # without psutil (a device with only onnxruntime and numpy): the kernel's own figures
+        fields = dict(line.split(":", 1) for line in
+                      Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        kb = lambda key: int(fields[key].split()[0])  # noqa: E731
+        return {"memory_mb": round(kb("MemTotal") / 1024),
+                "memory_available_mb": round(kb("MemAvailable") / 1024)}
+    except (OSError, KeyError, ValueError, IndexError):
         return {"memory_mb": None, "memory_available_mb": None}
 
 

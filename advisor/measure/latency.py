@@ -32,8 +32,7 @@ from advisor.errors import AdvisorError, TargetError
 __all__ = ["LatencyStats", "LatencyError", "measure_latency", "measurement_settings",
            "summarise", "ALLOCATOR_ENV"]
 
-# large enough that activation buffers stay in the heap instead of being mmap'ed and trimmed
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2 ** 30), "MALLOC_TRIM_THRESHOLD_": str(2 ** 30)}
+from advisor.measure.memory import ALLOCATOR_ENV  # noqa: E402 - re-exported here
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -120,6 +119,10 @@ def measurement_settings(target=None, threads: int | None = None) -> dict[str, A
     Threads: explicit > the target's > every core this process may use. The worker is pinned to
     the first `threads` of those cores (all of them when more threads than cores are asked).
     """
+    if getattr(target, "link", None) is not None:
+        # on a device the agent pins to the device's cores; None = every core it may use
+        n = threads or target.threads
+        return {"threads": int(n) if n else None, "cores": None, "env": dict(ALLOCATOR_ENV)}
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
         list(range(os.cpu_count() or 1))
     n = int(threads or getattr(target, "threads", None) or len(allowed))
@@ -154,6 +157,7 @@ def measure_latency(artifact_path: str | os.PathLike, runtime: str, input_shape,
         raise LatencyError(f"no model file to measure at {path}")
     if runtime not in ("torch", "onnxruntime"):
         raise TargetError(f"unknown runtime {runtime!r}", "use torch or onnxruntime")
+    _check_measurable(runtime, target)
     device = getattr(target, "device", "cpu")
     provider = None
     if target is not None:
@@ -179,7 +183,8 @@ def measure_latency(artifact_path: str | os.PathLike, runtime: str, input_shape,
                "memory_budget_mb": budget, "seed": 0}
     results = []
     for _ in range(int(processes)):
-        result = _run_worker(request, settings["env"], timeout or max(300.0, 10 * max_seconds))
+        result = _run_worker(request, settings["env"], timeout or max(300.0, 10 * max_seconds),
+                             target)
         if not result.get("ok"):
             break
         results.append(result)
@@ -200,7 +205,8 @@ def measure_latency(artifact_path: str | os.PathLike, runtime: str, input_shape,
     stats = summarise(
         samples, process_p50s=process_p50s if len(results) > 1 else [],
         warmup=int(result.get("warmup_runs", warmup)), batch_size=batch,
-        runtime=runtime, provider=result.get("provider"), threads=settings["threads"],
+        runtime=runtime, provider=result.get("provider"),
+        threads=result.get("threads") or settings["threads"],
         env=result.get("env", {}), affinity=result.get("affinity"),
         peak_rss_mb=peak, emulated=bool(getattr(target, "emulated", False)),
         device=device, runtime_threads=result.get("runtime_threads"),
@@ -209,7 +215,7 @@ def measure_latency(artifact_path: str | os.PathLike, runtime: str, input_shape,
         timer=result.get("timer", "perf_counter"), pid=result.get("pid"),
         load_seconds=result.get("load_seconds"), cpu_share=result.get("cpu_share"),
         preemptions_per_s=result.get("preemptions_per_s"),
-        load_average=result.get("load_average"), host=detect_host())
+        load_average=result.get("load_average"), host=result.get("device_host") or detect_host())
     if len(results) > 1:
         stats.pooled_p50, stats.p50 = stats.p50, statistics.median(raw_p50s)
     return stats
@@ -302,6 +308,7 @@ def measure_speedup(artifact_path: str | os.PathLike, reference_path: str | os.P
     if warmup < 0 or repeats < 1 or max_seconds <= 0 or block < 1:
         raise LatencyError(f"invalid measurement settings: warmup={warmup}, repeats={repeats}, "
                            f"max_seconds={max_seconds}, block={block}")
+    _check_measurable(runtime, target)
     provider = target.runtime(runtime).provider if target is not None else None
     settings = measurement_settings(target, threads)
     shape = [int(d) for d in input_shape]
@@ -311,7 +318,8 @@ def measure_speedup(artifact_path: str | os.PathLike, reference_path: str | os.P
                "input_shape": shape, "batch_size": shape[0], "threads": settings["threads"],
                "cores": settings["cores"], "warmup": int(warmup), "repeats": int(repeats),
                "max_seconds": float(max_seconds), "block": int(block), "seed": 0}
-    result = _run_worker(request, settings["env"], timeout or max(300.0, 10 * max_seconds))
+    result = _run_worker(request, settings["env"], timeout or max(300.0, 10 * max_seconds),
+                         target)
     if not result.get("ok"):
         raise LatencyError(f"timing {Path(artifact_path).name} against "
                            f"{Path(reference_path).name} on {runtime} failed: "
@@ -330,10 +338,25 @@ def measure_speedup(artifact_path: str | os.PathLike, reference_path: str | os.P
                        speedup_high=interval[1] if interval else None)
 
 
-def _run_worker(request: dict[str, Any], env_vars: dict[str, str], timeout: float) -> dict:
-    """Run one worker. It dies with this process (see `advisor.procs.die_with_parent`); an
+def _check_measurable(runtime: str, target) -> None:
+    """A device reached over its agent runs ONNX models only: a torch-only artefact (CSR sparse
+    layers, a model that did not export) is not measurable there, and is never measured on this
+    host in its place."""
+    if getattr(target, "link", None) is not None and runtime != "onnxruntime":
+        raise LatencyError(f"not measurable on the device {target.link.label}: its agent runs "
+                           f"ONNX models only, and this artefact runs on {runtime}",
+                           kind="unmeasurable")
+
+
+def _run_worker(request: dict[str, Any], env_vars: dict[str, str], timeout: float,
+                target=None) -> dict:
+    """Run one worker: on the target's device when it has one (`advisor.device.remote`), else
+    here. It dies with this process (see `advisor.procs.die_with_parent`); an
     exception here (KeyboardInterrupt, SIGTERM as `procs.Interrupted`, a timeout) kills it,
     and its request directory (`advisor-latency-PID-*`) is removed on every exit path."""
+    if getattr(target, "link", None) is not None:
+        from advisor.device.remote import run_worker_remote
+        return run_worker_remote(target.link, request, timeout)
     from advisor.procs import child_env, scratch_dir
 
     env = {**os.environ, **env_vars, **child_env()}

@@ -279,15 +279,17 @@ def _graph_kind(module) -> str:
 def artifact_hotspots(path: str | Path, runtime: str, input_shape: tuple[int, ...], *,
                       threads: int | None = None, runs: int = 7,
                       provider: str = "CPUExecutionProvider",
-                      reference: str | Path | None = None) -> Hotspots:
-    """Hot spots of a deployable file on `runtime`, layers named by module where the file allows:
+                      reference: str | Path | None = None, target=None) -> Hotspots:
+    """Hot spots of a deployable file on `runtime` (on the device when `target` has a link), layers named by module where the file allows:
     ONNX -> ONNX Runtime's profiler (`onnx_hotspots`; `reference` = the fp32 ONNX a quantized
     file came from), `.pt2` -> hooks on the unflattened program (`program_hotspots`),
     TorchScript -> operator types, with a note saying why layer names are not available."""
     path = Path(path)
     if runtime == "onnxruntime" or path.suffix == ".onnx":
         return onnx_hotspots(path, input_shape, threads=threads, runs=runs, provider=provider,
-                             reference=reference)
+                             reference=reference, target=target)
+    if getattr(target, "link", None) is not None:
+        raise RuntimeError("the device agent profiles ONNX models only")
     import torch
 
     from advisor.model_formats import detect_format

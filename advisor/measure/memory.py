@@ -16,6 +16,9 @@ __all__ = ["rss_mb", "peak_rss_mb", "address_space_mb", "cap_address_space",
            "is_out_of_memory", "cpu_seconds", "preemptions"]
 
 _MB = 2 ** 20
+# glibc's allocator thresholds for every measurement (here and on a device): large enough that
+# activation buffers stay in the heap instead of being mmap'ed and trimmed on every call
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2 ** 30), "MALLOC_TRIM_THRESHOLD_": str(2 ** 30)}
 
 
 def rss_mb() -> float:

@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import ast
 import bisect
-import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from advisor.measure.hotspot_types import Hotspots, LayerTime, _finish, _median, op_kind
@@ -205,12 +202,13 @@ class ProfiledNames:
 
 def onnx_hotspots(path: str | Path, input_shape: tuple[int, ...], *, threads: int | None = None,
                   runs: int = 7, warmup: int = 2, provider: str = "CPUExecutionProvider",
-                  reference: str | Path | None = None) -> Hotspots:
+                  reference: str | Path | None = None, target=None) -> Hotspots:
     """Per-module kernel times of an ONNX model from ONNX Runtime's profiler (module docstring);
     `reference`: the fp32 ONNX file a quantized `path` was made from, for names its nodes lost."""
     import onnx
 
-    per_run, ops, overhead, n = _profile_nodes(path, input_shape, threads, runs, warmup, provider)
+    per_run, ops, overhead, n = _profile_nodes(path, input_shape, threads, runs, warmup, provider,
+                                               target)
     names = ProfiledNames(onnx.load(str(path), load_external_data=False),
                           onnx.load(str(reference), load_external_data=False)
                           if reference else None)
@@ -243,28 +241,17 @@ def _group_kind(ms: dict[str, float], ops: dict[str, str]) -> str:
     return max(compute, key=compute.get) if compute else "other"
 
 
-def _profile_nodes(path, input_shape, threads, runs: int, warmup: int, provider: str):
+def _profile_nodes(path, input_shape, threads, runs: int, warmup: int, provider: str,
+                   target=None):
     """Per run {profiled node: us}, {profiled node: ORT op type}, the median session overhead
-    (ms) and the number of runs."""
-    import numpy as np
-    import onnxruntime as ort
-
-    # advisor-ortprof-PID-*: a later run removes it if this process is killed meanwhile
-    with tempfile.TemporaryDirectory(prefix=f"advisor-ortprof-{os.getpid()}-") as tmp:
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tmp) / "ort")
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), so, providers=[provider])
-        inp = sess.get_inputs()[0]
-        x = np.random.default_rng(0).standard_normal(tuple(int(d) for d in input_shape)) \
-            .astype(np.float16 if inp.type == "tensor(float16)" else np.float32)
-        for _ in range(warmup + runs):
-            sess.run(None, {inp.name: x})
-        events = json.loads(Path(sess.end_profiling()).read_text())
+    (ms) and the number of runs. On a target with a device link the profiler runs there."""
+    if getattr(target, "link", None) is not None:
+        from advisor.device.remote import remote_profile_events
+        events = remote_profile_events(target.link, path, input_shape, threads, runs, warmup,
+                                       provider)
+    else:
+        from advisor.measure.ort_profile import profile_events
+        events = profile_events(path, input_shape, threads, runs, warmup, provider)
     model_runs = sorted(((e["ts"], e["ts"] + e["dur"]) for e in events
                          if e.get("cat") == "Session" and e.get("name") == "model_run"))
     if len(model_runs) < warmup + runs:
@@ -280,7 +267,7 @@ def _profile_nodes(path, input_shape, threads, runs: int, warmup: int, provider:
         if i < 0 or e["ts"] > model_runs[i][1]:
             continue  # a warm-up run
         name = e["name"][: -len("_kernel_time")]
-        ops[name] = (e.get("args") or {}).get("op_name", "")
+        ops[name] = e.get("op_name", "")
         per_run[i][name] = per_run[i].get(name, 0.0) + e["dur"]
     overhead = _median([max(0.0, (b - a) - sum(r.values()))
                         for (a, b), r in zip(model_runs, per_run)]) / 1e3

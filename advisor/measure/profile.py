@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from advisor.errors import InputShapeError, TargetError
+from advisor.device.remote import measured_on
 from advisor.measure.latency import measurement_settings
 from advisor.measure.profile_checks import memory_summary, noise_warnings, pick_primary
 from advisor.measure.profile_extras import (baseline_hotspots, count_model_flops, param_count,
@@ -131,7 +132,9 @@ def profile_model(loaded, target, *, batch_size: int = 1, runtimes: list[str] | 
         model={"path": str(loaded.path) if loaded.path else None, "format": loaded.format,
                "input_shape": list(loaded.input_shape), "editable": bool(loaded.editable),
                "arch": (loaded.metadata or {}).get("arch")},
-        target={**target.to_json(), "limits": target.limits()}, host=detect_host(),
+        target={**target.to_json(), "limits": target.limits(),
+                "measured_on": measured_on(target)},
+        host=measured_on(target)["fingerprint"] if target.link is not None else detect_host(),
         batch_size=int(batch_size), primary_runtime=primary, runtimes=entries,
         peak_memory_mb=memory.get("peak_mb"), flops=flops.total if flops else None,
         params=param_count(loaded, flops), size_mb=size_mb, hotspots=hot,

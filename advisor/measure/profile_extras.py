@@ -45,7 +45,7 @@ def baseline_hotspots(loaded, artefacts: dict[str, Path], primary: str, shape, t
         if path is not None and (primary == "onnxruntime" or
                                  (not eager and target.device == "cpu" and path.suffix == ".pt2")):
             provider = target.runtime(primary).provider if primary == "onnxruntime" else None
-            return artifact_hotspots(path, primary, shape, threads=threads, runs=runs,
+            return artifact_hotspots(path, primary, shape, threads=threads, runs=runs, target=target,
                                      **({"provider": provider} if provider else {}))
         if loaded.module is not None:
             module = loaded.module

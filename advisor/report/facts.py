@@ -17,8 +17,12 @@ def verified(report: dict) -> bool:
 
 
 def target_label(report: dict) -> str:
-    """Target name, marked '(emulated)' when latency comes from this host standing in for it."""
+    """Target name, marked '(emulated)' when latency comes from this host standing in for it,
+    or with the device it was measured on."""
     t = report["target"]
+    on = t.get("measured_on")
+    if on:
+        return f"{t['name']} (measured on the device {on['label']} {on['how']})"
     return f"{t['name']} (emulated)" if t.get("emulated") else t["name"]
 
 

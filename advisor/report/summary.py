@@ -56,7 +56,8 @@ _HOST_KEYS = (("cpu_model", "CPU"), ("arch", "architecture"),
               ("cores_available", "cores available"), ("cores_logical", "logical cores"),
               ("cpu_quota", "cgroup CPU quota"),
               ("memory_mb", "memory (MB)"), ("isa", "ISA extensions"), ("os", "OS"),
-              ("python", "Python"), ("torch", "torch"), ("onnxruntime", "onnxruntime"))
+              ("python", "Python"), ("torch", "torch"), ("onnxruntime", "onnxruntime"),
+              ("governor", "CPU governor"))
 
 
 def settings_items(report: dict) -> list[tuple[str, str]]:
@@ -67,6 +68,11 @@ def settings_items(report: dict) -> list[tuple[str, str]]:
     if t.get("emulated"):
         items.append(("emulation", "latency measured on this host standing in for the device; "
                       "absolute numbers differ on the device, relative gains carry over best"))
+    on = t.get("measured_on")
+    if on:
+        items.append(("measured on", f"the device {on['label']} {on['how']}, by advisor's agent "
+                      f"{on.get('agent_version') or ''}: every latency, paired speed-up, peak "
+                      "memory and accuracy comes from the device's ONNX Runtime"))
     if t.get("description"):
         items.append(("target description", t["description"]))
     items += [("threads", str(t.get("threads") or DASH)),
@@ -80,7 +86,7 @@ def settings_items(report: dict) -> list[tuple[str, str]]:
     for key, label in _HOST_KEYS:
         value = host.get(key)
         if value not in (None, "", []):
-            items.append((f"host {label}", ", ".join(map(str, value))
+            items.append((f"{'device' if on else 'host'} {label}", ", ".join(map(str, value))
                           if isinstance(value, list) else str(value)))
     items += [("advisor", report["tool"]["version"]), ("created", report["created"]),
               ("total time", seconds(report["timing"]["total_seconds"]))]
