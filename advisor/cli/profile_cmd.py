@@ -91,6 +91,9 @@ def print_profile(prof, console=None) -> None:
     c = console or stdout_console()
     t = prof.target
     label = f"{t['name']}" + (" [bold yellow](emulated)[/]" if t.get("emulated") else "")
+    on = t.get("measured_on")
+    if on:
+        label += f" [bold green](measured on the device {escape(on['label'])} {on['how']})[/]"
     limits = t.get("limits") or {}
     lim = ", ".join(x for x in (
         f"{prof.measurement.get('threads')} thread(s)" if prof.measurement.get("threads") else "",

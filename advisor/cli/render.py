@@ -107,7 +107,9 @@ def print_analysis(result, console: Console | None = None) -> None:
     r = result.report
     b = r["baseline"]
     verified = r["data"]["verified"]
-    tgt = r["target"]["name"] + (" (emulated)" if r["target"].get("emulated") else "")
+    from advisor.report.facts import target_label
+
+    tgt = target_label(r)
     c.print(f"[bold]model[/] {escape(str(r['model']['path']))}  "
             f"[bold]target[/] {escape(tgt)}  "
             f"[bold]goal[/] {r['factors']['goal']}  [bold]max drop[/] "

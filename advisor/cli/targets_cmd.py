@@ -22,16 +22,18 @@ def targets_cmd(
     name: Annotated[Optional[str], typer.Option("--name", help="probe: the target's name (writes NAME.toml).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="probe: where to write the profile (default ./NAME.toml).")] = None,
     force: Annotated[bool, typer.Option("--force", help="probe: overwrite an existing profile file.")] = False,
+    cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="probe: the agent's cache directory on the device (default ~/.cache/advisor-agent).")] = None,
 ) -> None:
     """List deployment targets: runtimes, threads, memory, precisions, sparse kernels, availability.
 
     `advisor targets probe --ssh pi@raspberrypi --name pi5` connects to a device, fingerprints it
     and writes pi5.toml: a target whose every measurement runs on that device."""
     if target == "probe":
-        return _probe(ssh, command, python, name, out, force)
-    if any(v is not None for v in (ssh, command, name, out)):
+        return _probe(ssh, command, python, name, out, force, cache_dir)
+    if any(v is not None for v in (ssh, command, name, out, cache_dir)):
         from advisor.errors import TargetError
-        raise TargetError("--ssh, --command, --name and --out are for `advisor targets probe`")
+        raise TargetError("--ssh, --command, --name, --out and --cache-dir are for "
+                          "`advisor targets probe`")
     from rich.table import Table
 
     from advisor.cli.render import stdout_console
@@ -73,7 +75,7 @@ def targets_cmd(
                   soft_wrap=True, highlight=False)
 
 
-def _probe(ssh, command, python, name, out, force) -> None:
+def _probe(ssh, command, python, name, out, force, cache_dir) -> None:
     import shlex
     from pathlib import Path
 
@@ -87,6 +89,8 @@ def _probe(ssh, command, python, name, out, force) -> None:
     if not name:
         raise TargetError("`advisor targets probe` needs --name (the target's name)")
     table = {"ssh": ssh, "python": python} if ssh else {"command": shlex.split(command)}
+    if cache_dir:
+        table["cache_dir"] = cache_dir
     path, fp, _ = probe(name, table, Path(out or f"{name}.toml"), force=force)
     console = stdout_console()
     console.print(f"{fp.get('cpu_model')} ({fp.get('arch')}), {fp.get('cores_available')} "

@@ -49,7 +49,7 @@ def _facts(items: list[tuple[str, str]]) -> str:
 def _header(report: dict) -> str:
     m = report["model"]
     badges = ""
-    if report["target"].get("emulated"):
+    if report["target"].get("emulated") or report["target"].get("measured_on"):
         badges += f' <span class="badge emulated">{e(facts.target_label(report))}</span>'
     if not facts.verified(report):
         badges += ' <span class="badge unverified">accuracy unverified</span>'

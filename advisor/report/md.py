@@ -37,7 +37,7 @@ def render_markdown(report: dict) -> str:
 
 def _header(report: dict) -> str:
     flags = []
-    if report["target"].get("emulated"):
+    if report["target"].get("emulated") or report["target"].get("measured_on"):
         flags.append(f"**target {md(facts.target_label(report))}**")
     if not facts.verified(report):
         flags.append("**accuracy unverified** (no validation data: agreement with the original "
