@@ -78,6 +78,10 @@ class Agent:
         info["affinity"] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else None
         info["psutil"] = importlib.util.find_spec("psutil") is not None
+        try:
+            info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+        except OSError:
+            info["load_average"] = None
         info["cache_mb"] = round(self.store.cap_bytes / 2 ** 20)
         info["cache_used_mb"] = round(self.store.usage_bytes() / 2 ** 20, 1)
         return {"fingerprint": info}

@@ -134,11 +134,13 @@ def print_profile(prof, console=None) -> None:
                 highlight=False)
 
     host = prof.host
-    c.print(f"[dim]host: {host.get('cpu_model')} ({host.get('arch')}), "
+    where = "device" if on else "host"
+    extra = f"governor {host.get('governor')}" if on else \
+        f"GPU {(host.get('gpu') or {}).get('name', 'none')}, torch {host.get('torch')}"
+    c.print(f"[dim]{where}: {host.get('cpu_model')} ({host.get('arch')}), "
             f"{host.get('cores_available')}/{host.get('cores_logical')} cores, "
             f"{_mb((host.get('memory_mb') or 0) / 1024)} GB, ISA {' '.join(host.get('isa') or []) or '—'}, "
-            f"GPU {(host.get('gpu') or {}).get('name', 'none')}, torch {host.get('torch')}, "
-            f"onnxruntime {host.get('onnxruntime')}, load {host.get('load_average')}[/]",
+            f"{extra}, onnxruntime {host.get('onnxruntime')}, load {host.get('load_average')}[/]",
             soft_wrap=True, highlight=False)
     if prof.emulated:
         c.print("[yellow]emulated:[/] measured on this host under the target's limits; "

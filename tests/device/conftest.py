@@ -126,3 +126,9 @@ def tiny_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
     export_onnx(model, path, (1, 3, 16, 16))
     return path
+
+
+@pytest.fixture
+def write_target():
+    """`write_target(path, name, device_table, threads=1, ...)` → a device target's TOML."""
+    return target_toml
