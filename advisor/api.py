@@ -224,7 +224,9 @@ def _inputs_stage(model, *, target, max_drop, goal, max_latency, max_size, retra
     device_profile = _device_profile(from_profile)
     loaded = _load(model, arch, input_shape, trust_pickle, arch_kwargs)
     tgt = _target(target)
-    factors = make_factors(hardware="edge" if tgt.emulated else tgt.device, goal=goal,
+    # an emulated device, or an Arm board reached over its agent, is edge hardware
+    edge = tgt.emulated or (tgt.link is not None and tgt.arch == "arm")
+    factors = make_factors(hardware="edge" if edge else tgt.device, goal=goal,
                            max_drop=max_drop, max_latency=max_latency, max_size=max_size,
                            retrain=retrain, budget=budget, has_train_data=train_data is not None)
     data_b = load_bundle(data, test_data, train_data, loaded.input_shape, seed,

@@ -27,9 +27,10 @@ class OrtBackend:
     """quantize / evaluate / time for ONNX files, as `run_fallback` takes them."""
 
     def __init__(self, quantizer: StaticQuantizer, batches: Batches, threads: int | None,
-                 latency_shape: tuple[int, ...]):
+                 latency_shape: tuple[int, ...], target=None):
         self.quantizer, self.batches = quantizer, batches
         self.threads, self.latency_shape = threads, latency_shape
+        self.target = target  # a device target: accuracy and time come from its device
 
     def quantize(self, excluded: tuple[str, ...]) -> Path:
         return self.quantizer(excluded)
@@ -37,12 +38,13 @@ class OrtBackend:
     def evaluate(self, path: Path, samples: int | None) -> Evaluation:
         """Accuracy on all validation batches, or accuracy and logits on the first `samples`."""
         batches = self.batches if samples is None else take_batches(self.batches, samples)
-        out = logits(path, batches, self.threads)
+        out = logits(path, batches, self.threads, self.target)
         return Evaluation(accuracy_points(out, batches.labels),
                           out if samples is not None else None)
 
     def time(self, a: Path, b: Path, seconds: float) -> tuple[float, float]:
-        a_ms, b_ms = paired_latency([a, b], self.latency_shape, self.threads, max_seconds=seconds)
+        a_ms, b_ms = paired_latency([a, b], self.latency_shape, self.threads, max_seconds=seconds,
+                                    target=self.target)
         return a_ms, b_ms
 
 
@@ -59,9 +61,10 @@ def reference_accuracy(ctx: PassContext, fp32_path: Path, batches: Batches,
                                   for a in batches.arrays])
         return {"accuracy": accuracy_points(out, batches.labels), "source": "original model"}
     if isinstance(teacher, OnnxArtifact):
-        out = logits(teacher.path, batches, threads)
+        out = logits(teacher.path, batches, threads, ctx.target)
         return {"accuracy": accuracy_points(out, batches.labels), "source": "original model"}
-    return {"accuracy": accuracy_points(logits(fp32_path, batches, threads), batches.labels),
+    return {"accuracy": accuracy_points(logits(fp32_path, batches, threads, ctx.target),
+                                        batches.labels),
             "source": "fp32 input of this pass"}
 
 
@@ -69,7 +72,7 @@ def run_ort_fallback(quantizer: StaticQuantizer, fp32_graph, *, excluded: list[s
                      labels: dict[str, str], batches: Batches, ctx: PassContext, config: Any,
                      threads: int | None, latency_shape: tuple[int, ...]) -> FallbackOutcome:
     """The fallback on `quantizer.model` within `config.max_drop` (an `Int8StaticConfig`)."""
-    backend = OrtBackend(quantizer, batches, threads, latency_shape)
+    backend = OrtBackend(quantizer, batches, threads, latency_shape, ctx.target)
     return run_fallback(
         candidates=[n for n in quantizable_nodes(fp32_graph) if n not in excluded],
         quantize=backend.quantize, evaluate=backend.evaluate, time=backend.time,

@@ -176,7 +176,13 @@ def session(path: str | Path, threads: int | None = None):
     return onnx_session(path, threads=threads)
 
 
-def logits(path: str | Path, batches: Batches, threads: int | None = None) -> np.ndarray:
+def logits(path: str | Path, batches: Batches, threads: int | None = None,
+           target=None) -> np.ndarray:
+    """Outputs on every batch: on the target's device when it has one (`on_host`), else here."""
+    if not on_host(target):
+        from advisor.device.remote import remote_predictor
+        predict = remote_predictor(target.link, path, threads)
+        return np.concatenate([predict(a) for a in batches.arrays])
     sess = session(path, threads)
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: a})[0] for a in batches.arrays])
@@ -188,10 +194,19 @@ def accuracy_points(out: np.ndarray, labels: np.ndarray) -> float:
 
 
 def paired_latency(paths: list[Path], shape: tuple[int, ...], threads: int | None = None,
-                   max_seconds: float = 3.0, rounds: int = 7, warmup: int = 3) -> list[float]:
+                   max_seconds: float = 3.0, rounds: int = 7, warmup: int = 3,
+                   target=None) -> list[float]:
     """p50 latency (ms) of each model, measured in interleaved rounds in this process
     (`advisor.measure.timer.time_interleaved`): `warmup` calls each, then `rounds` rounds of one
-    block per model, the blocks sized so that all rounds take about `max_seconds` (1-20 calls)."""
+    block per model, the blocks sized so that all rounds take about `max_seconds` (1-20 calls).
+    On a target's device (two models): one paired run there (`measure.latency.measure_speedup`,
+    alternating blocks in one process, as here), its two p50s."""
+    if not on_host(target):
+        from advisor.measure.latency import measure_speedup
+        a, b = paths
+        paired = measure_speedup(b, a, "onnxruntime", shape, target=target, threads=threads,
+                                 warmup=warmup, max_seconds=max(0.2, max_seconds))
+        return [float(paired.reference_p50), float(paired.p50)]
     sessions = [session(p, threads) for p in paths]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     runs = [functools.partial(s.run, None, {s.get_inputs()[0].name: x}) for s in sessions]
@@ -201,6 +216,13 @@ def paired_latency(paths: list[Path], shape: tuple[int, ...], threads: int | Non
     one = max(probe_seconds(runs[:1]), 1e-5)
     per_round = max(1, min(20, int(max_seconds / (rounds * len(paths) * one))))
     return [float(m) for m in time_interleaved(runs, rounds, per_round).medians]
+
+
+def on_host(target) -> bool:
+    """Whether the target is measured on this host; else on its device, through its agent, so
+    that a pass's own timings and accuracies (the fp32 fallback's choices, the figures in its
+    info) are the device's, not this host's."""
+    return getattr(target, "link", None) is None
 
 
 def threads_of(ctx: PassContext) -> int | None:
@@ -257,8 +279,9 @@ def optional_eval(ctx: PassContext, dims: list[int | str],
 
 def describe(src: Path, out: Path, excluded: list[str], labels: dict[str, str],
              evalb: Batches | None, threads: int | None, shape: tuple[int, ...],
-             measure: bool) -> dict[str, Any]:
-    """Size, node types, fp32 layers, agreement with fp32 and (optionally) measured speed-up."""
+             measure: bool, target=None) -> dict[str, Any]:
+    """Size, node types, fp32 layers, agreement with fp32 and (optionally) measured speed-up
+    (on the target's device when it has one)."""
     counts = op_counts(out)
     info: dict[str, Any] = {
         "size_bytes_before": file_size(src), "size_bytes_after": file_size(out),
@@ -266,7 +289,7 @@ def describe(src: Path, out: Path, excluded: list[str], labels: dict[str, str],
         "node_types": counts,
         "excluded_nodes": [{"node": n, "layer": labels.get(n, n)} for n in excluded]}
     if evalb is not None:
-        ref, got = logits(src, evalb, threads), logits(out, evalb, threads)
+        ref, got = logits(src, evalb, threads, target), logits(out, evalb, threads, target)
         agree = logits_agreement(ref, got)
         info["max_abs_diff"] = agree["max_abs_diff"]
         info["top1_agreement"] = agree["top1_agreement"]
@@ -274,7 +297,7 @@ def describe(src: Path, out: Path, excluded: list[str], labels: dict[str, str],
             info["accuracy_fp32"] = accuracy_points(ref, evalb.labels)
             info["accuracy"] = accuracy_points(got, evalb.labels)
     if measure:
-        fp32_ms, q_ms = paired_latency([src, out], shape, threads)
+        fp32_ms, q_ms = paired_latency([src, out], shape, threads, target=target)
         info["latency_ms"] = {"fp32": round(fp32_ms, 4), "quantized": round(q_ms, 4)}
         info["speedup_vs_fp32"] = round(fp32_ms / q_ms, 3)
         info["latency_shape"] = list(shape)

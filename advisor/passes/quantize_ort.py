@@ -174,7 +174,7 @@ def int8_static(model: OnnxArtifact, config: Int8StaticConfig, ctx: PassContext)
         out = output_path(ctx, src, "int8")
         shutil.copyfile(qpath, out)
         info.update(describe(src, out, excluded, labels, evalb, threads, shape,
-                             config.measure_speedup and config.max_drop is None))
+                             config.measure_speedup and config.max_drop is None, ctx.target))
         if config.max_drop is not None:
             fb = info["fallback"]
             info["speedup_vs_fp32"] = fb["final"]["speedup_vs_fp32"]
@@ -219,7 +219,8 @@ def int8_dynamic(model: OnnxArtifact, config: Int8DynamicConfig, ctx: PassContex
                             "reduce_range": types["reduce_range"], "per_channel": config.per_channel,
                             **pre_info,
                             **describe(src, out, excluded, labels, evalb, threads_of(ctx),
-                                       latency_shape(model, dims), config.measure_speedup)}
+                                       latency_shape(model, dims), config.measure_speedup,
+                                       ctx.target)}
     counts = info["node_types"]
     info["conv_integer_nodes"] = counts.get("ConvInteger", 0)
     info["matmul_integer_nodes"] = counts.get("MatMulInteger", 0) + counts.get(
@@ -262,6 +263,6 @@ def weight_only_int8(model: OnnxArtifact, config: WeightOnlyInt8Config,
                        if config.expand == "load" else
                        "fp32; int8 weights dequantized on every call (int8 in memory)",
             **describe(src, out, sorted(exclude), labels, evalb, threads_of(ctx),
-                       latency_shape(model, dims), config.measure_speedup)}
+                       latency_shape(model, dims), config.measure_speedup, ctx.target)}
     return PassResult(OnnxArtifact(out, model.input_shape, {**model.info, "weight_only_int8": info}),
                       info)

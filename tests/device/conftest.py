@@ -7,19 +7,12 @@ the tests that need it skip and say why.
 """
 from __future__ import annotations
 
-import getpass
-import os
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_PYTHON = ROOT / ".venv-agent" / "bin" / "python"
-SSHD = Path("/usr/sbin/sshd")
 
 
 @pytest.fixture(scope="session")
@@ -57,59 +50,22 @@ def local_link(agent_python, tmp_path):
                            lambda f, why: ValueError(f"{f} {why}"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
-    """A running sshd on 127.0.0.1: yields the ssh argv prefix (ending with the destination)."""
-    if not SSHD.is_file() or not shutil.which("ssh") or not shutil.which("ssh-keygen"):
-        pytest.skip("Debian's openssh-server (sshd, ssh, ssh-keygen) is not installed; "
-                    ".ci/run installs it")
-    d = tmp_path_factory.mktemp("sshd")
-    os.chmod(d, 0o700)
-    for key in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)],
-                       check=True)
-    shutil.copy(d / "client_key.pub", d / "authorized_keys")
-    os.chmod(d / "authorized_keys", 0o600)
-    port, user = _free_port(), getpass.getuser()
-    (d / "sshd_config").write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {d / 'host_key'}",
-        f"PidFile {d / 'sshd.pid'}", f"AuthorizedKeysFile {d / 'authorized_keys'}",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-        "StrictModes no", "PermitRootLogin prohibit-password", f"AllowUsers {user}",
-        "LogLevel ERROR", "MaxStartups 50:30:100", "MaxSessions 50"]) + "\n")
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
-    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")],
-                            stderr=subprocess.PIPE, text=True)
-    host_pub = (d / "host_key.pub").read_text().split()
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    argv = ["ssh", "-F", "/dev/null", "-i", str(d / "client_key"), "-p", str(port),
-            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-            "-o", f"UserKnownHostsFile={d / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "ConnectTimeout=10", f"{user}@127.0.0.1"]
-    deadline = time.time() + 15
-    while True:
-        if proc.poll() is not None:
-            pytest.skip(f"sshd could not start: {proc.stderr.read().strip()[:300]}")
-        ok = subprocess.run(argv + ["true"], capture_output=True, text=True, timeout=30)
-        if ok.returncode == 0:
-            break
-        if time.time() > deadline:
-            proc.kill()
-            pytest.skip(f"sshd started but ssh into it fails: {ok.stderr.strip()[:300]}")
-        time.sleep(0.3)
-    yield argv
-    proc.terminate()
+    """A running sshd on 127.0.0.1 (`loopback_sshd`): yields the ssh argv prefix (ending with
+    the destination)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "loopback_sshd", Path(__file__).with_name("loopback_sshd.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        argv, proc = mod.start_sshd(tmp_path_factory.mktemp("sshd"))
+    except mod.SshdUnavailable as e:
+        pytest.skip(str(e))
+    yield argv
+    mod.stop_sshd(proc)
 
 
 @pytest.fixture(scope="session")

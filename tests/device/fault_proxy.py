@@ -34,7 +34,6 @@ def main() -> int:
     session = _count(state / "sessions")
     child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     out = sys.stdout.buffer
-    armed = {"put": False}
 
     def fired() -> bool:
         return (state / "fired").exists()

@@ -43,16 +43,34 @@ def test_probe_writes_a_target_from_the_devices_fingerprint(probed, capsys):
 
 @pytest.fixture(scope="module")
 def both_runs(probed, example_dir, tmp_path_factory):
+    """The local `cpu` target and the probed one, both at 1 thread and on ONNX Runtime alone, so
+    that they offer the same candidates and their speed-ups can be compared: a 2-thread pool on
+    this 2-core host stalls whenever anything else takes the other core (the probed profile
+    says 2 threads: all the device's cores)."""
+    from advisor.targets import PROFILES_DIR
+
     d = tmp_path_factory.mktemp("runs")
+    local = d / "cpu-1.toml"
+    text = (PROFILES_DIR / "cpu.toml").read_text()
+    local.write_text(text.replace('name = "cpu"', 'name = "cpu-1"\nthreads = 1')
+                     .split("[[runtimes]]\nname = \"torch\"")[0])
+    remote = d / "loop-1.toml"
+    remote.write_text(probed.read_text().replace(f"threads = {_threads(probed)}\n",
+                                                 "threads = 1\n"))
     data = ["--data", str(example_dir / "digits-val.pt"),
             "--test-data", str(example_dir / "digits-test.pt")]
     reports = {}
-    for name, target in (("local", "cpu"), ("ssh", str(probed))):
-        rc = main(["analyze", str(example_dir / "resnet.pt2"), "--target", target, *data,
+    for name, target in (("local", local), ("ssh", remote)):
+        rc = main(["analyze", str(example_dir / "resnet.pt2"), "--target", str(target), *data,
                    *ANALYZE, "--out", str(d / name)])
         assert rc == 0
         reports[name] = json.loads((d / name / "report.json").read_text())
     return reports
+
+
+def _threads(toml) -> int:
+    from advisor.targets import load_target
+    return load_target(toml).threads
 
 
 def test_analysis_over_ssh_chooses_as_the_local_one(both_runs):
