@@ -50,7 +50,8 @@ def _header(report: dict) -> str:
     m = report["model"]
     badges = ""
     if report["target"].get("emulated") or report["target"].get("measured_on"):
-        badges += f' <span class="badge emulated">{e(facts.target_label(report))}</span>'
+        kind = "device" if report["target"].get("measured_on") else "emulated"
+        badges += f' <span class="badge {kind}">{e(facts.target_label(report))}</span>'
     if not facts.verified(report):
         badges += ' <span class="badge unverified">accuracy unverified</span>'
     return (f"<header><h1>Optimization report{badges}</h1>"
