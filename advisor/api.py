@@ -19,6 +19,7 @@ from advisor.decide.engine import evaluate_rules, rank_candidates
 from advisor.decide.factors import Factors, check_search_limits, make_factors
 from advisor.decide.plan import Plan, plan_from_json
 from advisor.decide.situation import PassFlags, situation_from
+from advisor.device.connection import closes_sessions
 from advisor.deliver import (artifact_accuracy, artifact_hotspots_rows, final_paths, ship_chosen,
                              write_outputs)
 from advisor.errors import TargetError
@@ -30,6 +31,7 @@ from advisor.session import DEFAULT_MEASURE, load_model_arg as _load, resolve_ta
 __all__ = ["profile", "analyze", "apply_plan", "AnalysisResult", "ApplyResult"]
 
 
+@closes_sessions
 def profile(model, *, target="cpu", arch=None, input_shape=None, trust_pickle=False,
             batch_size: int = 1, progress: bool = True, processes: int = 3, arch_kwargs=None,
             **measure):
@@ -140,6 +142,7 @@ ANALYZE_OUTPUTS = ("report.md", "report.html", "report.json", "plan.json", "plan
                    "plans", "work", "optimized")
 
 
+@closes_sessions
 @_in_workspace
 def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
             max_latency: str | None = None, max_size: str | None = None, retrain: str = "none",
@@ -148,13 +151,16 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
             input_shape=None, trust_pickle: bool = False, from_profile: str | Path | None = None,
             executor: str = "process", seed: int = 0, max_trials: int = 20,
             measure: dict | None = None, progress: bool = True, arch_kwargs=None,
-            preprocess=None,
+            preprocess=None, cache: str | Path | bool | None = None, resume: bool = False,
             on_event: Callable[[str, dict], None] | None = None,
             _workroot: Path | None = None, _run=None) -> AnalysisResult:
     """Measure, decide, try and select compression plans for `model` on `target`.
 
     Named stages, in order: inputs → baseline → decide → search → confirm → report → outputs;
-    each reads and fills one `_Analysis` record. Nothing is written into `out` until the end:
+    each reads and fills one `_Analysis` record. Finished trials are kept in the trial cache
+    (`advisor.trial_cache`; `cache`: a directory, None = the default one, False = off) and
+    reused by a rerun of the same inputs; `resume` continues an interrupted one (and fails
+    when there is none). Nothing is written into `out` until the end:
     the run stages its outputs and commits them in one step (see `advisor.outdir`); without
     `out`, scratch space is a temporary directory removed on every exit path.
     """
@@ -164,7 +170,8 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
                        input_shape=input_shape, trust_pickle=trust_pickle,
                        from_profile=from_profile, seed=seed, max_trials=max_trials,
                        measure=measure, progress=progress, on_event=on_event,
-                       workroot=_workroot, arch_kwargs=arch_kwargs, preprocess=preprocess)
+                       workroot=_workroot, arch_kwargs=arch_kwargs, preprocess=preprocess,
+                       cache=cache, resume=resume)
     _baseline_stage(st)
     _decide_stage(st)
     _search_stage(st, executor)
@@ -172,6 +179,8 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
     result = _report_stage(st, out)
     if _run is not None:
         _outputs_stage(st, result, _run, apply)
+    if st.cache is not None:  # an analysis that got here is not one to resume
+        st.cache.mark(st.cache_key, "done")
     return result
 
 
@@ -211,12 +220,14 @@ class _Analysis:
     closest: list = field(default_factory=list)
     chosen_json: dict | None = None
     chosen_fingerprint: dict = field(default_factory=dict)  # what `apply` must rebuild
+    cache: Any = None  # advisor.trial_cache.TrialCache, or None (off)
+    cache_key: str | None = None  # the analysis's key in it
 
 
 def _inputs_stage(model, *, target, max_drop, goal, max_latency, max_size, retrain, data,
                   test_data, train_data, budget, arch, input_shape, trust_pickle, from_profile,
                   seed, max_trials, measure, progress, on_event, workroot, arch_kwargs=None,
-                  preprocess=None) -> _Analysis:
+                  preprocess=None, cache=None, resume=False) -> _Analysis:
     """Everything the user gave, checked before any measurement."""
     measure = {**DEFAULT_MEASURE, **(measure or {})}
     check_search_limits(max_trials=max_trials, measure=measure)
@@ -237,6 +248,9 @@ def _inputs_stage(model, *, target, max_drop, goal, max_latency, max_size, retra
                    from_profile, device_profile, time.perf_counter(), list(data_b.notes))
     if factors.retrain == "none" and train_data is not None:
         st.warnings.append("--train-data was given but --retrain none: it is not used")
+    from advisor.trial_cache import open_for_analysis
+    st.cache, st.cache_key = open_for_analysis(cache, resume, loaded, data_b.specs, tgt, measure,
+                                               seed, factors.retrain, st.warnings)
     return st
 
 
@@ -295,6 +309,7 @@ def _search_stage(st: _Analysis, executor: str) -> None:
     from advisor.search import SearchSettings, run_search, select
     from advisor.search_costs import FIRST_GUESS_FACTOR, OVERRUN_ALLOWED
     from advisor.trial import TrialPayload, run_trial
+    from advisor.trial_cache import trial_key
 
     data_b, loaded = st.data, st.loaded
     ref_x = reference_inputs(data_b, loaded.input_shape, seed=st.seed)
@@ -328,11 +343,20 @@ def _search_stage(st: _Analysis, executor: str) -> None:
             reference_inputs=ref_x, reference_logits=ref_logits, measure=st.measure,
             baseline_artifacts=st.base_files, resume=resume, timing=timing,
             reuse_baseline_onnx=True)
+        key = trial_key(st.cache_key, plan.to_json()) if st.cache is not None else None
+        if key is not None and (hit := st.cache.get(key)) is not None:
+            st.emit("trial_stage", {"stage": f"from the trial cache (stored {hit['cached']['stored']})"})
+            return hit
         # the promise: no trial runs past the budget plus the allowed overrun
         hard_stop = max(30.0, deadline + OVERRUN_ALLOWED * total - time.perf_counter())
-        return ex.run(run_trial, payload, timeout_s=hard_stop,
-                      on_stage=lambda text: st.emit("trial_stage", {"stage": text}))
+        result = ex.run(run_trial, payload, timeout_s=hard_stop,
+                        on_stage=lambda text: st.emit("trial_stage", {"stage": text}))
+        if key is not None:
+            st.cache.put(key, result)
+        return result
 
+    if st.cache is not None:
+        st.cache.mark(st.cache_key, "running")
     st.emit("stage", {"name": "search", "candidates": len(st.ranked)})
     settings = SearchSettings(
         budget_seconds=max(0.0, deadline - time.perf_counter()),
@@ -451,6 +475,9 @@ def _report_stage(st: _Analysis, out) -> AnalysisResult:
                           st.device_profile, st.factors, st.data, st.baseline, st.base_acc_test,
                           st.records, st.chosen_json, st.closest, st.rule_results, st.rejected,
                           st.warnings, __version__, time.perf_counter() - st.started)
+    if st.cache is not None:
+        report["trial_cache"] = {"dir": str(st.cache.root), "reused": st.cache.reused,
+                                 "stored": st.cache.stored}
     result = AnalysisResult(report, None, Path(out) if out else None)
     if st.chosen is not None:
         result.chosen_plan = plan_from_json(st.chosen.plan, st.passes.keys())

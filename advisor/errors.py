@@ -51,3 +51,7 @@ class PassError(AdvisorError):
 class OutputError(AdvisorError):
     """An output path is unusable (a file, read-only, locked by another run) or would replace
     one of the run's inputs."""
+
+
+class CacheError(AdvisorError):
+    """The trial cache cannot do what was asked (`--resume` with nothing to resume, ...)."""

@@ -12,6 +12,7 @@ from advisor.bundle import (DataBundle, accuracy_of, baseline_predict, calibrati
 from advisor.decide.plan import Plan, load_plan
 from advisor.errors import DataError, PlanError
 from advisor.model_common import arch_record
+from advisor.device.connection import closes_sessions
 from advisor.session import DEFAULT_MEASURE, load_model_arg, resolve_target
 
 __all__ = ["ApplyResult", "apply_plan", "APPLY_OUTPUTS"]
@@ -34,6 +35,7 @@ class ApplyResult:
                 "steps": [{"pass": s["pass"], "seconds": s["seconds"]} for s in self.steps]}
 
 
+@closes_sessions
 def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str | None = None,
                train_data=None, calib_data=None, arch=None, input_shape=None,
                trust_pickle=False, measure: dict | None = None, progress: bool = True,

@@ -68,6 +68,7 @@ class TrialRecord:
     artifact: str | None = None
     runtime: str | None = None
     outcome: Any = None  # advisor.outcome.TrialOutcome once measured
+    cached: dict | None = None  # {"key", "stored"} when the result came from the trial cache
 
     def to_json(self) -> dict:
         return {"id": self.id, "name": self.name, "rule": self.rule, "family": self.family,
@@ -75,7 +76,7 @@ class TrialRecord:
                 "predicted": self.predicted, "measured": self.measured,
                 "steps": self.steps, "meets_constraints": self.meets_constraints,
                 "violations": self.violations, "reasons": self.reasons,
-                "seconds": self.seconds, "runtime": self.runtime}
+                "seconds": self.seconds, "runtime": self.runtime, "cached": self.cached}
 
 
 def make_plan(c: Candidate, factors: Factors, target: str, seed: int, data: dict,
@@ -263,10 +264,13 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             _annotate(rec, result, baseline, factors)
             # what the budget paid: the worker's start and imports included
             rec.seconds = time.perf_counter() - t0
+            _mark_cached(rec, result)
             if rec.status == "ok":
                 if c.trains:
                     trained.add(_trained_steps_key(steps))
-                costs.observe(c, rec.seconds, [s for s in rec.steps if not s.get("reused_from")])
+                if not rec.cached:  # a reused trial says nothing about what a trial costs
+                    costs.observe(c, rec.seconds,
+                                  [s for s in rec.steps if not s.get("reused_from")])
                 prefixes.remember(rec.id, steps, result)
                 if timing is None and _same_kernels(c):
                     timing = {"from": rec.id, "runtime": result.get("runtime"),
@@ -365,8 +369,17 @@ def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_
         result = run_one(plan, None)
         _annotate(fb, result, baseline, factors)
         fb.seconds = time.perf_counter() - t0
+        _mark_cached(fb, result)
         return fb
     return None
+
+
+def _mark_cached(rec: TrialRecord, result: dict) -> None:
+    """Say so when a trial's result came from the trial cache (`advisor.trial_cache`)."""
+    if result.get("cached"):
+        rec.cached = result["cached"]
+        rec.reasons.append(f"from the trial cache (measured {rec.cached.get('stored')} with the "
+                           "same model, data, target and settings)")
 
 
 def _predicted(c: Candidate) -> dict:

@@ -4,10 +4,19 @@ Area-specific fixtures live in tests/<area>/conftest.py.
 """
 from __future__ import annotations
 
+import atexit
 import copy
+import os
+import shutil
+import tempfile
 
 import pytest
 import torch
+
+# the trial cache (advisor.trial_cache) of this test session, never the user's; every test then
+# gets its own (`_own_trial_cache`), so that no test finds another's trials already measured
+os.environ["ADVISOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="advisor-test-trial-cache-")
+atexit.register(shutil.rmtree, os.environ["ADVISOR_CACHE_DIR"], True)
 
 # one thread: on a shared 2-core machine two torch threads spin-wait (81 s vs 9 s measured)
 torch.set_num_threads(1)
@@ -76,3 +85,8 @@ def example_dir(tmp_path_factory, trained_example, digits_splits):
     for name, split in digits_splits.items():
         torch.save({"inputs": split.inputs, "labels": split.labels}, d / f"digits-{name}.pt")
     return d
+
+
+@pytest.fixture(autouse=True)
+def _own_trial_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVISOR_CACHE_DIR", str(tmp_path / "trial-cache"))

@@ -36,6 +36,9 @@ def analyze_cmd(
     max_trials: MaxTrialsOpt = 20,
     repeats: RepeatsOpt = 100,
     inline: Annotated[bool, typer.Option("--inline", help="Run trials in this process (no isolation; debugging).")] = False,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="Trial cache directory (default $ADVISOR_CACHE_DIR or ~/.cache/advisor/trials): finished trials are reused by a rerun of the same inputs.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither reuse nor keep trials.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted analysis of the same inputs (its finished trials are reused).")] = False,
     preprocess=None,  # from with_preprocess_options
 ) -> None:
     """Measure MODEL on the target, choose compression plans by the four factors, try them, and report."""
@@ -54,5 +57,6 @@ def analyze_cmd(
                          input_shape=input_shape,
                          trust_pickle=trust_pickle, from_profile=from_profile,
                          executor="inline" if inline else "process", max_trials=max_trials,
-                         measure={"repeats": repeats}, progress=False, on_event=rep.event)
+                         measure={"repeats": repeats}, progress=False, on_event=rep.event,
+                         cache=False if no_cache else cache, resume=resume)
     print_analysis(result)

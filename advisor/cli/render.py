@@ -160,6 +160,11 @@ def print_analysis(result, console: Console | None = None) -> None:
                       ".\nEverything measured is kept in the report; a retraining budget "
                       "(--retrain finetune --train-data ...) or a larger --max-drop widens the options.",
                       title="recommendation", border_style="yellow"))
+    tc = r.get("trial_cache") or {}
+    if tc.get("reused"):
+        c.print(f"{tc['reused']} trial(s) reused from the trial cache ({escape(tc['dir'])}): "
+                "the same model, data, target and settings; --no-cache measures them again",
+                soft_wrap=True)
     for w in r.get("warnings", []):
         c.print(f"[yellow]note:[/] {escape(w)}")
     if result.files:

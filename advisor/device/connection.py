@@ -250,3 +250,17 @@ def forget(link: DeviceLink) -> None:
 def close_all() -> None:
     for link in list(_live):
         forget(link)
+
+
+def closes_sessions(fn):
+    """Decorate an entry point (`analyze`, `profile`, `apply_plan`): the device sessions it
+    opened in this process end with it (a notebook or a test runs many in one process)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            close_all()
+    return wrapper

@@ -86,9 +86,10 @@ def test_a_pick_the_held_out_split_rejects_falls_back_to_the_next_plan(monkeypat
 
     recs = _search({"a": (3.0, _flags(0)), "b": (2.5, _flags(0)), "c": (2.0, _flags(0))})
     held_out = {"c1": 0.96, "c2": 0.975, "c3": 0.98}  # the baseline: 0.98 on the test split
-    monkeypatch.setattr(api, "artifact_accuracy", lambda rec, data: held_out[rec.id])
+    monkeypatch.setattr(api, "artifact_accuracy", lambda rec, data, target: held_out[rec.id])
     st = SimpleNamespace(records=recs, chosen=recs[0], factors=Factors(max_drop=1.0),
-                         data=SimpleNamespace(test=object()), base_acc_test=0.98, warnings=[])
+                         data=SimpleNamespace(test=object()), base_acc_test=0.98, warnings=[],
+                         tgt=None)
     pick, acc, drop = api._held_out_pick(st)
     assert pick.id == "c2" and acc == 0.975 and abs(drop - 0.5) < 1e-9
     assert "c1 (a) dropped 2.00 points on the held-out split" in st.warnings[0]

@@ -45,6 +45,9 @@ def small_model(tmp_path_factory) -> Path:
 
 def advisor_env(tmpdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADVISOR_")}
+    # each run its own trial cache, beside TMPDIR (whose leftovers are counted): a run that
+    # found its trials cached would never reach the stage a test interrupts
+    env["ADVISOR_CACHE_DIR"] = str(tmpdir.parent / f"{tmpdir.name}-trial-cache")
     env.update(TMPDIR=str(tmpdir), PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT), env.get("PYTHONPATH")) if p), COLUMNS="140",
         PYTHONUNBUFFERED="1")
