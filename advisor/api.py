@@ -152,6 +152,7 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
             executor: str = "process", seed: int = 0, max_trials: int = 20,
             measure: dict | None = None, progress: bool = True, arch_kwargs=None,
             preprocess=None, cache: str | Path | bool | None = None, resume: bool = False,
+            ray_address: str | None = None,
             on_event: Callable[[str, dict], None] | None = None,
             _workroot: Path | None = None, _run=None) -> AnalysisResult:
     """Measure, decide, try and select compression plans for `model` on `target`.
@@ -172,6 +173,7 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
                        measure=measure, progress=progress, on_event=on_event,
                        workroot=_workroot, arch_kwargs=arch_kwargs, preprocess=preprocess,
                        cache=cache, resume=resume)
+    st.ray_address = ray_address
     _baseline_stage(st)
     _decide_stage(st)
     _search_stage(st, executor)
@@ -222,6 +224,7 @@ class _Analysis:
     chosen_fingerprint: dict = field(default_factory=dict)  # what `apply` must rebuild
     cache: Any = None  # advisor.trial_cache.TrialCache, or None (off)
     cache_key: str | None = None  # the analysis's key in it
+    ray_address: str | None = None  # --executor ray: the cluster (None: a local Ray instance)
 
 
 def _inputs_stage(model, *, target, max_drop, goal, max_latency, max_size, retrain, data,
@@ -323,7 +326,7 @@ def _search_stage(st: _Analysis, executor: str) -> None:
     if loaded.module is not None and not loaded.editable:
         executor = "inline"
         st.warnings.append("the model is a traced graph without layers: trials run in-process")
-    ex = make_executor(executor)
+    ex = make_executor(executor, target=st.tgt, ray_address=st.ray_address)
     counter = {"n": 0}
     # --budget covers the whole run: the search ends early enough to leave the confirmation
     # (held-out evaluation and the chosen plan's hot spots: about half a baseline stage)

@@ -69,6 +69,8 @@ class TrialRecord:
     runtime: str | None = None
     outcome: Any = None  # advisor.outcome.TrialOutcome once measured
     cached: dict | None = None  # {"key", "stored"} when the result came from the trial cache
+    ran_on: dict | None = None  # where the trial's stages ran (advisor.executor_ray)
+    stage_seconds: dict | None = None  # {"prepare": s, "measure": s}
 
     def to_json(self) -> dict:
         return {"id": self.id, "name": self.name, "rule": self.rule, "family": self.family,
@@ -76,7 +78,8 @@ class TrialRecord:
                 "predicted": self.predicted, "measured": self.measured,
                 "steps": self.steps, "meets_constraints": self.meets_constraints,
                 "violations": self.violations, "reasons": self.reasons,
-                "seconds": self.seconds, "runtime": self.runtime, "cached": self.cached}
+                "seconds": self.seconds, "runtime": self.runtime, "cached": self.cached,
+                "ran_on": self.ran_on, "stage_seconds": self.stage_seconds}
 
 
 def make_plan(c: Candidate, factors: Factors, target: str, seed: int, data: dict,
@@ -137,6 +140,7 @@ def _annotate(rec: TrialRecord, result: dict, baseline: Baseline, factors: Facto
 
     rec.status = result.get("status", "failed")
     rec.error = result.get("error")
+    rec.ran_on, rec.stage_seconds = result.get("ran_on"), result.get("stage_seconds")
     rec.seconds = float(result.get("seconds", rec.seconds))
     if rec.status != "ok":
         return

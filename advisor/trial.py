@@ -51,6 +51,15 @@ class TrialPayload:
 
 
 def run_trial(p: TrialPayload) -> dict:
+    """The whole trial in this process: `prepare_trial`, then `finish_trial`."""
+    return finish_trial(p, prepare_trial(p))
+
+
+def prepare_trial(p: TrialPayload) -> dict:
+    """Transform, train and export: everything before the measurement on the target. Returns
+    what `finish_trial` needs (plain data; the artefact is a file under `p.workdir`), so a
+    distributed executor can run the two stages on different machines (`advisor.executor_ray`).
+    """
     from advisor.runner import run_plan
 
     start = time.perf_counter()
@@ -81,22 +90,38 @@ def run_trial(p: TrialPayload) -> dict:
             result.steps
     stage("export the deployable model")
     artifact, runtime, export_note = _deploy_artifact(result, p, workdir)
+    prep = {"artifact": str(artifact), "runtime": runtime, "steps": result.steps,
+            "export_note": export_note,
+            "prefix_onnx": prefix_onnx(plan, passes, workdir, artifact, runtime, result),
+            "prepare_seconds": round(time.perf_counter() - start, 3)}
+    if p.keep_torch_model and result.torch_model is not None:
+        prep["torch_model"] = result.torch_model
+    return prep
+
+
+def finish_trial(p: TrialPayload, prep: dict) -> dict:
+    """Measure the prepared artefact on the target and evaluate it: the trial's result."""
+    t0 = time.perf_counter()
+    artifact, runtime, steps = Path(prep["artifact"]), prep["runtime"], prep["steps"]
     measured = measure_artifact(artifact, runtime, p)
-    measured["size_mb"], measured["size_stored_as"] = _stored_size(artifact, result.steps)
-    out = {"status": "ok", "measured": measured, "steps": result.steps,
+    measured["size_mb"], measured["size_stored_as"] = _stored_size(artifact, steps)
+    measure_s = time.perf_counter() - t0  # the two stages may run on different machines
+    out = {"status": "ok", "measured": measured, "steps": steps,
            "artifact": str(artifact), "runtime": runtime,
-           "seconds": round(time.perf_counter() - start, 2)}
-    prefix = prefix_onnx(plan, passes, workdir, artifact, runtime, result)
-    if prefix is not None:
-        out["prefix_onnx"] = prefix
+           "seconds": round(float(prep.get("prepare_seconds") or 0.0) + measure_s, 2),
+           "stage_seconds": {"prepare": prep.get("prepare_seconds"),
+                             "measure": round(measure_s, 3)}}
+    if prep.get("prefix_onnx") is not None:
+        out["prefix_onnx"] = prep["prefix_onnx"]
+    export_note = prep.get("export_note")
     notes = [export_note] if export_note else []
     if measured["size_stored_as"] == "gzip":
         notes.append("size: the gzip-compressed model file (sparse weights shrink only when "
                      "stored compressed; gunzip before loading)")
     if notes:
         out["note"] = "; ".join(notes)
-    if p.keep_torch_model and result.torch_model is not None:
-        out["torch_model"] = result.torch_model
+    if prep.get("torch_model") is not None:
+        out["torch_model"] = prep["torch_model"]
     return out
 
 

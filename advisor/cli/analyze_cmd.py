@@ -36,6 +36,8 @@ def analyze_cmd(
     max_trials: MaxTrialsOpt = 20,
     repeats: RepeatsOpt = 100,
     inline: Annotated[bool, typer.Option("--inline", help="Run trials in this process (no isolation; debugging).")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="Where trials run: process (fresh local worker processes, default) or ray (a Ray cluster; pip install 'advisor[ray]').")] = "process",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="With --executor ray: the cluster to join (default: start a local Ray instance).")] = None,
     cache: Annotated[Optional[Path], typer.Option("--cache", help="Trial cache directory (default $ADVISOR_CACHE_DIR or ~/.cache/advisor/trials): finished trials are reused by a rerun of the same inputs.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither reuse nor keep trials.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted analysis of the same inputs (its finished trials are reused).")] = False,
@@ -56,7 +58,8 @@ def analyze_cmd(
                          preprocess=preprocess,
                          input_shape=input_shape,
                          trust_pickle=trust_pickle, from_profile=from_profile,
-                         executor="inline" if inline else "process", max_trials=max_trials,
+                         executor="inline" if inline else executor, max_trials=max_trials,
                          measure={"repeats": repeats}, progress=False, on_event=rep.event,
-                         cache=False if no_cache else cache, resume=resume)
+                         cache=False if no_cache else cache, resume=resume,
+                         ray_address=ray_address)
     print_analysis(result)

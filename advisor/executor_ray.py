@@ -1,0 +1,154 @@
+"""Trials on a Ray cluster (`--executor ray [--ray-address ADDR]`, `pip install advisor[ray]`).
+
+Why Ray and not a scheduler of our own: placement by resources, worker failure detection,
+cancellation and a cluster launcher are what Ray does; advisor only says what each stage needs.
+A trial runs as two Ray tasks:
+- prepare (`advisor.trial.prepare_trial`: transform, train, export) on any worker, asking for a
+  GPU when the target's device is a GPU and the cluster has one;
+- measure (`advisor.trial.finish_trial`: latency, paired speed-up, evaluation) on a node that
+  advertises the custom resource `target:<name>`, one unit per task, so that only one
+  measurement runs per device at a time (two on one box skew each other's latency), while
+  several nodes that each own a device of the target measure in parallel.
+A node advertises the targets it can measure when it joins:
+`ray start --address HEAD:6379 --resources '{"target:cpu": 1}'`. Without `--ray-address` a
+local Ray instance is started with `target:<name>` = 1.
+
+Artefacts move through a shared directory, not the object store: the trial's work directory
+(under `--out`, or a temporary directory) must be visible at the same path on every node (one
+machine, or NFS): ONNX files and checkpoints can be hundreds of MB, and the measuring node reads
+them by path like the local worker does. A trial whose Ray worker dies (a crash, the OOM killer)
+is recorded as failed with the reason and the search goes on; Ctrl-C cancels the outstanding
+tasks. Each result says where its stages ran (`ran_on`: node, seconds, waiting for a device).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+from advisor.errors import AdvisorError
+
+
+class RayUnavailable(AdvisorError):
+    """Ray is not installed, or the cluster cannot run advisor's trials."""
+
+
+def _node() -> dict[str, Any]:
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid()}
+
+
+def _prepare_task(payload) -> dict:
+    from advisor.executor import _safe_call
+    from advisor.trial import prepare_trial
+
+    t0 = time.time()
+    prep = _safe_call(lambda p: {"status": "ok", "prep": prepare_trial(p)}, payload)
+    prep["ran_on"] = {**_node(), "start": t0, "end": time.time()}
+    return prep
+
+
+def _measure_task(payload, prep: dict) -> dict:
+    from advisor.executor import _safe_call
+    from advisor.trial import finish_trial
+
+    t0 = time.time()
+    out = _safe_call(lambda p: finish_trial(p, prep), payload)
+    out["ran_on"] = {**_node(), "start": t0, "end": time.time()}
+    return out
+
+
+def _whole_task(fn, payload) -> dict:
+    from advisor.executor import _safe_call
+
+    t0 = time.time()
+    out = _safe_call(fn, payload)
+    if isinstance(out, dict):
+        out["ran_on"] = {**_node(), "start": t0, "end": time.time()}
+    return out
+
+
+class RayExecutor:
+    """`Executor` on Ray (see the module docstring)."""
+
+    def __init__(self, target_name: str, address: str | None = None, gpu: bool = False):
+        try:
+            import ray
+        except ImportError as e:
+            raise RayUnavailable("--executor ray needs Ray", "pip install 'advisor[ray]'") from e
+        self.ray = ray
+        self.resource = f"target:{target_name}"
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            else:
+                ray.init(resources={self.resource: 1}, include_dashboard=False,
+                         logging_level="ERROR", log_to_driver=False)
+        have = ray.cluster_resources()
+        if have.get(self.resource, 0) < 1:
+            raise RayUnavailable(
+                f"no node of the Ray cluster{' at ' + address if address else ''} advertises "
+                f"the resource {self.resource!r}, so no trial could be measured",
+                f"start the node that owns the device with ray start --resources "
+                f"'{{\"{self.resource}\": 1}}'")
+        self.gpu = gpu and have.get("GPU", 0) >= 1
+
+    def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None,
+            on_stage: Callable[[str], None] | None = None) -> dict:
+        from advisor.trial import run_trial
+
+        ray = self.ray
+        deadline = None if timeout_s is None else time.time() + timeout_s
+        refs: list = []
+        try:
+            if fn is not run_trial:  # anything else: one task anywhere
+                refs.append(ray.remote(_whole_task).options(max_retries=0).remote(fn, payload))
+                return self._get(refs[-1], deadline)
+            prepare = ray.remote(_prepare_task).options(
+                max_retries=0, num_cpus=1, num_gpus=1 if self.gpu else 0)
+            refs.append(prepare.remote(payload))
+            if on_stage:
+                on_stage("transform, train and export (Ray task)")
+            prep = self._get(refs[-1], deadline)
+            if prep.get("status") != "ok":
+                return prep
+            queued = time.time()
+            measure = ray.remote(_measure_task).options(
+                max_retries=0, num_cpus=0, resources={self.resource: 1})
+            refs.append(measure.remote(payload, prep["prep"]))
+            if on_stage:
+                on_stage(f"measure on a node with {self.resource} (Ray task)")
+            out = self._get(refs[-1], deadline)
+            ran = out.get("ran_on") or {}
+            out["ran_on"] = {"prepare": prep.get("ran_on"), "measure": ran,
+                             "waited_for_device_s": round(max(0.0, ran.get("start", queued)
+                                                              - queued), 3)}
+            return out
+        except BaseException:
+            for ref in refs:  # Ctrl-C, SIGTERM: nothing keeps running on the cluster
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - already finished or gone
+                    pass
+            raise
+
+    def _get(self, ref, deadline: float | None) -> dict:
+        ray = self.ray
+        try:
+            return ray.get(ref, timeout=None if deadline is None else
+                           max(1.0, deadline - time.time()))
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(ref, force=True)
+            return {"status": "failed", "error": "stopped: it would have run past the time "
+                                                 "budget"}
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.OutOfMemoryError) as e:
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            return {"status": "failed", "error": f"the Ray worker died ({type(e).__name__}: "
+                                                 f"{first[:300]})"}
+        except ray.exceptions.RayTaskError as e:
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            return {"status": "failed", "error": f"the Ray task failed: {first[:300]}"}

@@ -1,0 +1,97 @@
+"""Trials on a Ray cluster: a real `ray start --head` on 127.0.0.1 (not only `ray.init` in this
+process), advertising `target:cpu`; the ResNet example's search chooses as with the process
+executor; measurements of the target never overlap; a trial whose worker dies fails alone."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from advisor.cli import main
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'advisor[ray]')")
+FAST = ["--target", "cpu", "--max-drop", "1%", "--retrain", "none", "--max-trials", "3",
+        "--repeats", "30"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    exe = Path(sys.executable).with_name("ray")
+    if not exe.is_file():
+        pytest.skip(f"no `ray` command beside {sys.executable}")
+    temp = Path(f"/tmp/advisor-ray-{os.getpid()}")  # Ray's sockets need a short path
+    port = _port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = subprocess.run([str(exe), "start", "--head", "--node-ip-address", "127.0.0.1",
+                            "--port", str(port), "--num-cpus", "2",
+                            "--resources", json.dumps({"target:cpu": 1}),
+                            "--include-dashboard", "false", "--temp-dir", str(temp),
+                            "--disable-usage-stats"], capture_output=True, text=True, env=env,
+                           timeout=180)
+    if start.returncode != 0:
+        pytest.skip(f"ray start failed: {start.stderr.strip()[-300:]}")
+    yield f"127.0.0.1:{port}"
+    if ray.is_initialized():
+        ray.shutdown()
+    subprocess.run([str(exe), "stop", "--force"], capture_output=True, timeout=120, env=env)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def _analyze(example_dir, out, *extra) -> dict:
+    rc = main(["analyze", str(example_dir / "resnet.pt2"), *FAST,
+               "--data", str(example_dir / "digits-val.pt"),
+               "--test-data", str(example_dir / "digits-test.pt"), "--no-cache",
+               "--out", str(out), *extra])
+    assert rc == 0
+    return json.loads((out / "report.json").read_text())
+
+
+def test_the_search_on_ray_chooses_as_the_process_executor(cluster, example_dir, tmp_path):
+    on_ray = _analyze(example_dir, tmp_path / "ray", "--executor", "ray", "--ray-address",
+                      cluster)
+    local = _analyze(example_dir, tmp_path / "local")
+    assert on_ray["chosen"]["name"] == local["chosen"]["name"]
+    ok = [c for c in on_ray["candidates"] if c["status"] == "ok"]
+    assert ok and all(c["ran_on"]["prepare"]["ip"] and c["ran_on"]["measure"]["ip"] for c in ok)
+    spans = sorted((c["ran_on"]["measure"]["start"], c["ran_on"]["measure"]["end"]) for c in ok)
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    assert all(c["stage_seconds"]["prepare"] > 0 and c["stage_seconds"]["measure"] > 0
+               for c in ok)
+
+
+def _die(payload):
+    os._exit(3)
+
+
+def _fine(payload):
+    return {"status": "ok", "value": payload}
+
+
+def test_a_trial_whose_worker_dies_fails_and_the_next_runs(cluster):
+    from advisor.executor_ray import RayExecutor
+
+    # this module is not importable on the workers: send its functions by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ex = RayExecutor("cpu", cluster)
+    dead = ex.run(_die, 1)
+    assert dead["status"] == "failed" and "Ray worker died" in dead["error"]
+    assert ex.run(_fine, 2)["value"] == 2
+
+
+def test_a_cluster_without_the_target_is_one_line(cluster):
+    from advisor.executor_ray import RayExecutor, RayUnavailable
+
+    with pytest.raises(RayUnavailable, match="target:edge-arm"):
+        RayExecutor("edge-arm", cluster)
