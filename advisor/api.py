@@ -326,7 +326,11 @@ def _search_stage(st: _Analysis, executor: str) -> None:
     if loaded.module is not None and not loaded.editable:
         executor = "inline"
         st.warnings.append("the model is a traced graph without layers: trials run in-process")
-    ex = make_executor(executor, target=st.tgt, ray_address=st.ray_address)
+    if executor == "ray":  # advisor.executor_ray: measured where target:<name> is advertised
+        from advisor.executor_ray import ray_executor
+        ex = ray_executor(st.tgt, st.ray_address)
+    else:
+        ex = make_executor(executor)
     counter = {"n": 0}
     # --budget covers the whole run: the search ends early enough to leave the confirmation
     # (held-out evaluation and the chosen plan's hot spots: about half a baseline stage)

@@ -133,15 +133,11 @@ def _terminate_workers(pool: ProcessPoolExecutor, grace_s: float) -> None:
             p.join(5.0)
 
 
-def make_executor(kind: str = "process", timeout_s: float | None = None, target=None,
-                  ray_address: str | None = None) -> Executor:
+def make_executor(kind: str = "process", timeout_s: float | None = None) -> Executor:
+    """The local executors; `advisor.executor_ray.RayExecutor` is made by `ray_executor`."""
     if kind == "inline":
         return InlineExecutor()
     if kind == "process":
         return ProcessExecutor(timeout_s)
-    if kind == "ray":  # advisor.executor_ray: trials as Ray tasks, measured where target:<name> is
-        from advisor.executor_ray import RayExecutor
-        return RayExecutor(getattr(target, "name", "cpu"), ray_address,
-                           gpu=getattr(target, "device", "cpu") == "cuda")
     from advisor.errors import AdvisorError
     raise AdvisorError(f"unknown executor {kind!r}", "use process, ray or inline")

@@ -71,6 +71,12 @@ def _whole_task(fn, payload) -> dict:
     return out
 
 
+def ray_executor(target, address: str | None = None) -> "RayExecutor":
+    """The Ray executor for `target` (its `target:<name>` resource; a GPU for a cuda target)."""
+    return RayExecutor(getattr(target, "name", "cpu"), address,
+                       gpu=getattr(target, "device", "cpu") == "cuda")
+
+
 class RayExecutor:
     """`Executor` on Ray (see the module docstring)."""
 
