@@ -212,14 +212,20 @@ class TrialCache:
 _PATH_FIELDS = (("artifact",), ("prefix_onnx", "path"))
 
 
+def _holder(result: dict, field: tuple[str, ...]) -> dict | None:
+    """The dict in `result` that holds `field`'s last key, if there is one."""
+    holder = result
+    for k in field[:-1]:
+        holder = holder.get(k) if isinstance(holder, dict) else None
+    return holder if isinstance(holder, dict) else None
+
+
 def _copy_files(result: dict, into: Path, names: dict[str, str]) -> dict:
     out = json.loads(json.dumps({k: v for k, v in result.items() if k != "torch_model"},
                                 default=_no_json))
     for field in _PATH_FIELDS:
-        holder = out
-        for k in field[:-1]:
-            holder = holder.get(k) if isinstance(holder, dict) else None
-        if not isinstance(holder, dict) or not holder.get(field[-1]):
+        holder = _holder(out, field)
+        if holder is None or not holder.get(field[-1]):
             continue
         src = Path(holder[field[-1]])
         if str(src) not in names:
@@ -232,10 +238,8 @@ def _copy_files(result: dict, into: Path, names: dict[str, str]) -> dict:
 def _with_paths(result: dict, files: Path) -> dict:
     out = json.loads(json.dumps(result))
     for field in _PATH_FIELDS:
-        holder = out
-        for k in field[:-1]:
-            holder = holder.get(k) if isinstance(holder, dict) else None
-        if isinstance(holder, dict) and isinstance(holder.get(field[-1]), dict):
+        holder = _holder(out, field)
+        if holder is not None and isinstance(holder.get(field[-1]), dict):
             holder[field[-1]] = str(files / holder[field[-1]]["cached_file"])
     return out
 

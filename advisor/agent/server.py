@@ -21,9 +21,8 @@ from __future__ import annotations
 import argparse
 import base64
 import importlib.util
-import json
 import os
-import subprocess
+import shutil
 import sys
 import time
 import traceback
@@ -183,32 +182,17 @@ class Agent:
                "OPENBLAS_NUM_THREADS": str(n), "ADVISOR_PARENT_PID": str(os.getpid()),
                "PYTHONPATH": _package_root()}
         env.update(req.pop("allocator_env", {}))
+        from advisor.measure._worker import run_worker_process
+
         work = self.store.tmp / f"measure.{os.getpid()}.{time.monotonic_ns()}"
         work.mkdir(mode=0o700)
         try:
-            req_path, res_path = work / "request.json", work / "result.json"
-            req_path.write_text(json.dumps({**req, "result_path": str(res_path)}))
-            try:
-                proc = subprocess.run([sys.executable, "-m", "advisor.measure._worker",
-                                       str(req_path)], env=env, capture_output=True, text=True,
-                                      timeout=timeout, stdin=subprocess.DEVNULL)
-            except subprocess.TimeoutExpired:
-                return {"ok": False, "kind": "timeout",
-                        "error": f"the worker did not finish within {timeout:.0f} s"}
-            if res_path.is_file():
-                result = json.loads(res_path.read_text())
-                result.update(threads=n, cores=req["cores"])
-                return result
-            last = next((ln for ln in reversed(proc.stderr.strip().splitlines()) if ln.strip()),
-                        "")
-            killed = proc.returncode < 0
-            return {"ok": False, "kind": "memory" if proc.returncode == -9 else "error",
-                    "error": f"the worker on the device exited with code {proc.returncode}"
-                             f"{' (killed by signal ' + str(-proc.returncode) + ')' if killed else ''}"
-                             f"{': ' + last[:300] if last else ''}"}
+            result = run_worker_process(req, env, work, timeout, who="the worker on the device")
         finally:
-            import shutil
             shutil.rmtree(work, ignore_errors=True)
+        if result.get("ok"):
+            result.update(threads=n, cores=req["cores"])
+        return result
 
 
 # ---- request validation: only known fields, in range ---------------------------------------

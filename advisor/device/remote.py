@@ -56,8 +56,7 @@ def run_worker_remote(link: DeviceLink, request: dict[str, Any], timeout: float)
         result["device_host"] = conn.fingerprint()
         return result
     except DeviceError as e:
-        if e.kind in ("connection", "protocol", "timeout", "connect"):
-            forget(link)
+        _forget_if_broken(link, e)
         return {"ok": False, "kind": "memory" if e.kind == "memory" else "device",
                 "error": e.message}
 
@@ -77,12 +76,17 @@ def remote_predictor(link: DeviceLink, artifact: str | Path, threads: int | None
             inputs = conn.ensure_bytes(buf.getvalue())
             answer = conn.call("run", timeout=600, model=model, inputs=inputs, threads=threads)
         except DeviceError as e:
-            if e.kind in ("connection", "protocol", "timeout", "connect"):
-                forget(link)
+            _forget_if_broken(link, e)
             raise
         return _checked_outputs(answer, len(arr))
 
     return predict
+
+
+def _forget_if_broken(link: DeviceLink, e: DeviceError) -> None:
+    """A failure of the session itself (not of one request): the next call starts afresh."""
+    if e.kind in ("connection", "protocol", "timeout", "connect"):
+        forget(link)
 
 
 def remote_profile_events(link: DeviceLink, path, input_shape, threads, runs: int,

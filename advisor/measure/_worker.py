@@ -58,6 +58,33 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def run_worker_process(request: dict[str, Any], env: dict[str, str], work: Path,
+                       timeout: float, who: str = "the worker") -> dict[str, Any]:
+    """Run this module on `request` in a fresh process (its files in `work`, which the caller
+    owns) and return its result, or `{"ok": False, "kind", "error"}` saying how it ended. The
+    one launcher of the worker: `advisor.measure.latency` here, the device agent there.
+    subprocess.run kills the worker on any exception, KeyboardInterrupt included."""
+    import subprocess
+
+    req_path, res_path = work / "request.json", work / "result.json"
+    req_path.write_text(json.dumps({**request, "result_path": str(res_path)}))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "advisor.measure._worker", str(req_path)],
+                              env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "kind": "timeout",
+                "error": f"{who} did not finish within {timeout:.0f} s"}
+    if res_path.is_file():
+        return json.loads(res_path.read_text())
+    last = next((ln for ln in reversed(proc.stderr.strip().splitlines()) if ln.strip()), "")
+    killed = proc.returncode < 0
+    return {"ok": False, "kind": "memory" if proc.returncode == -9 else "error",
+            "error": f"{who} exited with code {proc.returncode}"
+                     f"{' (killed by signal ' + str(-proc.returncode) + ')' if killed else ''}"
+                     f"{': ' + last[:300] if last else ''}"}
+
+
 def _setup_for(req: dict[str, Any]):
     runtime = req["runtime"]
     if runtime == "torch":

@@ -122,12 +122,9 @@ def artifact_predictor(artifact: str | Path, runtime: str, target=None
 
     link = getattr(target, "link", None)
     if link is not None:
-        if runtime != "onnxruntime":
-            from advisor.measure.latency import LatencyError
-            raise LatencyError(f"not measurable on the device {link.label}: its agent runs ONNX "
-                               f"models only, and this artefact runs on {runtime}",
-                               kind="unmeasurable")
         from advisor.device.remote import remote_predictor
+        from advisor.measure.latency import check_measurable
+        check_measurable(runtime, target)
         return remote_predictor(link, artifact, target.threads)
     if runtime == "onnxruntime":
         return predictor(Path(artifact))

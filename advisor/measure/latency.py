@@ -16,13 +16,10 @@ faster than the dense one?), where a subprocess per candidate would cost more th
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,7 +154,7 @@ def measure_latency(artifact_path: str | os.PathLike, runtime: str, input_shape,
         raise LatencyError(f"no model file to measure at {path}")
     if runtime not in ("torch", "onnxruntime"):
         raise TargetError(f"unknown runtime {runtime!r}", "use torch or onnxruntime")
-    _check_measurable(runtime, target)
+    check_measurable(runtime, target)
     device = getattr(target, "device", "cpu")
     provider = None
     if target is not None:
@@ -308,7 +305,7 @@ def measure_speedup(artifact_path: str | os.PathLike, reference_path: str | os.P
     if warmup < 0 or repeats < 1 or max_seconds <= 0 or block < 1:
         raise LatencyError(f"invalid measurement settings: warmup={warmup}, repeats={repeats}, "
                            f"max_seconds={max_seconds}, block={block}")
-    _check_measurable(runtime, target)
+    check_measurable(runtime, target)
     provider = target.runtime(runtime).provider if target is not None else None
     settings = measurement_settings(target, threads)
     shape = [int(d) for d in input_shape]
@@ -338,7 +335,7 @@ def measure_speedup(artifact_path: str | os.PathLike, reference_path: str | os.P
                        speedup_high=interval[1] if interval else None)
 
 
-def _check_measurable(runtime: str, target) -> None:
+def check_measurable(runtime: str, target) -> None:
     """A device reached over its agent runs ONNX models only: a torch-only artefact (CSR sparse
     layers, a model that did not export) is not measurable there, and is never measured on this
     host in its place."""
@@ -357,28 +354,13 @@ def _run_worker(request: dict[str, Any], env_vars: dict[str, str], timeout: floa
     if getattr(target, "link", None) is not None:
         from advisor.device.remote import run_worker_remote
         return run_worker_remote(target.link, request, timeout)
+    from advisor.measure._worker import run_worker_process
     from advisor.procs import child_env, scratch_dir
 
     env = {**os.environ, **env_vars, **child_env()}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     tmp = scratch_dir("latency")
     try:
-        req_path, res_path = tmp / "request.json", tmp / "result.json"
-        req_path.write_text(json.dumps({**request, "result_path": str(res_path)}))
-        try:
-            # subprocess.run kills the worker on any exception, KeyboardInterrupt included
-            proc = subprocess.run([sys.executable, "-m", "advisor.measure._worker", str(req_path)],
-                                  env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"ok": False, "kind": "timeout",
-                    "error": f"the worker did not finish within {timeout:.0f} s"}
-        if res_path.is_file():
-            return json.loads(res_path.read_text())
+        return run_worker_process(request, env, tmp, timeout)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    last = next((ln for ln in reversed(proc.stderr.strip().splitlines()) if ln.strip()), "")
-    killed = proc.returncode < 0
-    return {"ok": False, "kind": "memory" if killed and proc.returncode == -9 else "error",
-            "error": f"the worker exited with code {proc.returncode}"
-                     f"{' (killed by signal ' + str(-proc.returncode) + ')' if killed else ''}"
-                     f"{': ' + last[:300] if last else ''}"}

@@ -184,7 +184,7 @@ def test_interrupted_latency_measurement_kills_worker_and_removes_its_dir(tmp_pa
         seen["pids"] = [k.pid for k in kids if "time.sleep(120)" in _cmd(k)]
         os.kill(os.getpid(), signal.SIGINT)  # a real signal: it wakes a blocked wait
 
-    monkeypatch.setattr(latency.subprocess, "run", slow_run)
+    monkeypatch.setattr(subprocess, "run", slow_run)  # the worker is launched by _worker.run_worker_process
     t = threading.Thread(target=interrupt, daemon=True)
     t.start()
     with pytest.raises(KeyboardInterrupt):
