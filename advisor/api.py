@@ -26,6 +26,7 @@ from advisor.errors import TargetError
 from advisor.model_common import arch_record
 from advisor.preprocess import as_preprocess
 from advisor.replay import ApplyResult, apply_plan  # re-exported: the public surface is here
+from advisor.train_workers import check_workers
 from advisor.session import DEFAULT_MEASURE, load_model_arg as _load, resolve_target as _target
 
 __all__ = ["profile", "analyze", "apply_plan", "AnalysisResult", "ApplyResult"]
@@ -152,7 +153,7 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
             executor: str = "process", seed: int = 0, max_trials: int = 20,
             measure: dict | None = None, progress: bool = True, arch_kwargs=None,
             preprocess=None, cache: str | Path | bool | None = None, resume: bool = False,
-            ray_address: str | None = None,
+            ray_address: str | None = None, train_workers: int = 1,
             on_event: Callable[[str, dict], None] | None = None,
             _workroot: Path | None = None, _run=None) -> AnalysisResult:
     """Measure, decide, try and select compression plans for `model` on `target`.
@@ -165,6 +166,7 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
     the run stages its outputs and commits them in one step (see `advisor.outdir`); without
     `out`, scratch space is a temporary directory removed on every exit path.
     """
+    train_workers = check_workers(train_workers)  # before any work
     st = _inputs_stage(model, target=target, max_drop=max_drop, goal=goal,
                        max_latency=max_latency, max_size=max_size, retrain=retrain, data=data,
                        test_data=test_data, train_data=train_data, budget=budget, arch=arch,
@@ -173,7 +175,10 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
                        measure=measure, progress=progress, on_event=on_event,
                        workroot=_workroot, arch_kwargs=arch_kwargs, preprocess=preprocess,
                        cache=cache, resume=resume)
-    st.ray_address = ray_address
+    st.ray_address, st.train_workers = ray_address, train_workers
+    if train_workers > 1 and st.factors.retrain == "none":
+        st.warnings.append(f"--train-workers {train_workers} has no effect with --retrain none "
+                           "(nothing is trained)")
     _baseline_stage(st)
     _decide_stage(st)
     _search_stage(st, executor)
@@ -225,6 +230,7 @@ class _Analysis:
     cache: Any = None  # advisor.trial_cache.TrialCache, or None (off)
     cache_key: str | None = None  # the analysis's key in it
     ray_address: str | None = None  # --executor ray: the cluster (None: a local Ray instance)
+    train_workers: int = 1  # --train-workers: data-parallel processes per training step
 
 
 def _inputs_stage(model, *, target, max_drop, goal, max_latency, max_size, retrain, data,
@@ -349,7 +355,7 @@ def _search_stage(st: _Analysis, executor: str) -> None:
             budget=RetrainBudget(st.factors.retrain, epochs=None, seconds=train_seconds),
             reference_inputs=ref_x, reference_logits=ref_logits, measure=st.measure,
             baseline_artifacts=st.base_files, resume=resume, timing=timing,
-            reuse_baseline_onnx=True)
+            reuse_baseline_onnx=True, train_engine="ray" if executor == "ray" else "local")
         key = trial_key(st.cache_key, plan.to_json()) if st.cache is not None else None
         if key is not None and (hit := st.cache.get(key)) is not None:
             st.emit("trial_stage", {"stage": f"from the trial cache (stored {hit['cached']['stored']})"})
@@ -368,7 +374,8 @@ def _search_stage(st: _Analysis, executor: str) -> None:
     settings = SearchSettings(
         budget_seconds=max(0.0, deadline - time.perf_counter()),
         max_trials=st.max_trials, seed=st.seed, model=arch_record(st.loaded),
-        first_guess_s=FIRST_GUESS_FACTOR * st.baseline_seconds)
+        first_guess_s=FIRST_GUESS_FACTOR * st.baseline_seconds,
+        train_workers=st.train_workers)
     st.records = run_search(
         st.ranked, run_one=run_one, baseline=st.baseline, factors=st.factors, settings=settings,
         target_name=st.tgt.name, data_specs=data_b.specs,

@@ -129,9 +129,13 @@ class RayExecutor:
                 on_stage(f"measure on a node with {self.resource} (Ray task)")
             out = self._get(refs[-1], deadline)
             ran = out.get("ran_on") or {}
+            waited = round(max(0.0, ran.get("start", queued) - queued), 3)
             out["ran_on"] = {"prepare": prep.get("ran_on"), "measure": ran,
-                             "waited_for_device_s": round(max(0.0, ran.get("start", queued)
-                                                              - queued), 3)}
+                             "waited_for_device_s": waited}
+            if prep["prep"].get("train_devices"):
+                out["ran_on"]["train"] = prep["prep"]["train_devices"]
+            if isinstance(out.get("stage_seconds"), dict):
+                out["stage_seconds"]["waiting_for_device"] = waited
             return out
         except BaseException:
             for ref in refs:  # Ctrl-C, SIGTERM: nothing keeps running on the cluster

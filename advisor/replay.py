@@ -94,7 +94,9 @@ def apply_plan(model, plan: Plan | str | Path, *, out: str | Path, target: str |
         train_loader=data_b.train, val_loader=data_b.val,
         calib_loader=calibration_loader(
             data_b, reference_inputs(data_b, loaded.input_shape, seed=plan.seed)),
-        target=tgt, teacher=loaded.module, seed=plan.seed, progress=progress)
+        target=tgt, teacher=loaded.module, seed=plan.seed, progress=progress,
+        # as many data-parallel workers as the measured trial: the count shapes the weights
+        train_workers=plan.train_workers)
     inputs = [loaded.path, plan_path, train_data, calib_data]
     with open_output(out, command="apply", inputs=inputs, writes=APPLY_OUTPUTS) as run:
         res = _replay(loaded, plan, ctx, tgt, data_b, run,

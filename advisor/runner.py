@@ -65,7 +65,11 @@ def run_plan(model: nn.Module | OnnxArtifact, plan: Plan, ctx: PassContext,
         stage(f"step {i + 1}/{len(plan.steps)}: {step.pass_name}")
         start = time.perf_counter()
         try:
-            result = spec.apply(current, config, ctx)
+            if spec.trains and ctx.train_workers > 1:
+                from advisor.train_workers import apply_data_parallel
+                result = apply_data_parallel(spec, current, config, ctx, plan.seed + i)
+            else:
+                result = spec.apply(current, config, ctx)
         except PassError:
             raise
         except Exception as e:  # a technique failing on this model is reported, not a crash

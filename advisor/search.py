@@ -38,6 +38,9 @@ class SearchSettings:
     # a post-training trial's cost before any was measured (api: the baseline stage's time
     # times search_costs.FIRST_GUESS_FACTOR); 0 starts the first trial unconditionally
     first_guess_s: float = 0.0
+    # data-parallel processes per training step (`--train-workers`); recorded in the plans
+    # that train, since the worker count is part of what makes their weights
+    train_workers: int = 1
 
 
 @dataclass
@@ -83,15 +86,19 @@ class TrialRecord:
 
 
 def make_plan(c: Candidate, factors: Factors, target: str, seed: int, data: dict,
-              model: dict | None = None) -> Plan:
-    """The candidate as a plan; each step records its pass's config version."""
+              model: dict | None = None, train_workers: int = 1) -> Plan:
+    """The candidate as a plan; each step records its pass's config version, and a plan that
+    trains with several data-parallel workers says how many."""
     from advisor.passes.base import load_builtin_passes
     from advisor.passes.config import stamp_config_versions
 
     steps = copy.deepcopy(c.steps)
-    stamp_config_versions(steps, load_builtin_passes())
+    passes = load_builtin_passes()
+    stamp_config_versions(steps, passes)
+    trains = any(getattr(passes.get(s.pass_name), "trains", False) for s in steps)
     return Plan(name=c.name, steps=steps, factors=factors.to_json(),
-                target=target, seed=seed, data=data, model=dict(model or {}))
+                target=target, seed=seed, data=data, model=dict(model or {}),
+                training={"workers": train_workers} if trains and train_workers > 1 else {})
 
 
 def variants(c: Candidate) -> list[tuple[str, list[Step], Any]]:
@@ -213,7 +220,8 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
     def skipped(c: Candidate, name: str, steps: list, why: str, estimate: float | None = None
                 ) -> TrialRecord:
         plan = make_plan(Candidate(name, steps, c.family, c.rule), factors, target_name,
-                         settings.seed, data_specs, settings.model)
+                         settings.seed, data_specs, settings.model,
+                         settings.train_workers)
         predicted = {**_predicted(c), **({"seconds": round(estimate, 1)} if estimate else {})}
         return TrialRecord(f"c{len(records) + 1}", name, c.rule, c.family, plan.to_json(),
                            predicted, status="skipped", error=why)
@@ -250,7 +258,8 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                 done += 1
                 continue
             plan = make_plan(Candidate(name, steps, c.family, c.rule), factors, target_name,
-                             settings.seed, data_specs, settings.model)
+                             settings.seed, data_specs, settings.model,
+                             settings.train_workers)
             rec = TrialRecord(f"c{len(records) + 1}", name, c.rule, c.family, plan.to_json(),
                               {**_predicted(c), "seconds": round(estimate, 1)},
                               reasons=[c.note] if c.note else [])
@@ -364,7 +373,8 @@ def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_
         new_steps[i].config[budget_field] = factors.allowed_drop_points(baseline.accuracy)
         name = f"{rec.name} + fp32 fallback"
         plan = make_plan(Candidate(name, new_steps, c.family, c.rule), factors, target_name,
-                         settings.seed, data_specs, settings.model)
+                         settings.seed, data_specs, settings.model,
+                         settings.train_workers)
         fb = TrialRecord(f"c{index}", name, c.rule, c.family, plan.to_json(),
                          {**_predicted(c), "seconds": round(estimate, 1)},
                          reasons=[f"{st.pass_name} missed the accuracy budget: the most "

@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Literal
 import torch
 from torch import nn
 
+from advisor.data_parallel import DataParallel
 from advisor.progress import stage
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,6 +53,7 @@ class TrainReport:
     history: list[dict] = field(default_factory=list)  # per epoch: loss, val_acc, lr
     best_val_accuracy: float | None = None
     sizing: dict | None = None  # what `size_to_time` measured and chose
+    workers: int = 1  # data-parallel training processes (`advisor.data_parallel`)
 
     @property
     def epochs_planned(self) -> int | None:
@@ -60,7 +62,8 @@ class TrainReport:
     def as_dict(self) -> dict:
         return {"epochs_run": self.epochs_run, "seconds": round(self.seconds, 3),
                 "stopped_by": self.stopped_by, "best_val_accuracy": self.best_val_accuracy,
-                "history": self.history, **({"sizing": self.sizing} if self.sizing else {})}
+                "history": self.history, **({"sizing": self.sizing} if self.sizing else {}),
+                **({"workers": self.workers} if self.workers > 1 else {})}
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -82,17 +85,24 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module | Callable, loader: Iterable, device: str | torch.device = "cpu"
-             ) -> float:
-    """Top-1 accuracy in [0, 1] of `model` over `(inputs, labels)` batches."""
+def evaluate(model: nn.Module | Callable, loader: Iterable, device: str | torch.device = "cpu",
+             parallel: DataParallel | None = None) -> float:
+    """Top-1 accuracy in [0, 1] of `model` over `(inputs, labels)` batches; with `parallel`
+    each data-parallel worker evaluates its slice of every batch and the counts are summed."""
     was_training = getattr(model, "training", False)
     if isinstance(model, nn.Module):
         model.eval()
     correct = total = 0
     for x, y in loader:
-        logits = model(x.to(device))
-        correct += (logits.argmax(1).cpu() == y).sum().item()
-        total += len(y)
+        if parallel is not None:
+            part = parallel.shard(x, y)
+            x, y = part if part is not None else (x[:0], y[:0])
+        if len(y):
+            logits = model(x.to(device))
+            correct += (logits.argmax(1).cpu() == y).sum().item()
+            total += len(y)
+    if parallel is not None:
+        correct, total = (int(v) for v in parallel.total(correct, total))
     if isinstance(model, nn.Module) and was_training:
         model.train()
     if total == 0:
@@ -113,9 +123,12 @@ SIZING_HEADROOM = 0.85
 PROBE_STEPS = 3
 
 
-def probe_step_seconds(model: nn.Module, loader, loss_fn: LossFn, params: list, dev) -> float:
+def probe_step_seconds(model: nn.Module, loader, loss_fn: LossFn, params: list, dev,
+                       parallel: DataParallel | None = None) -> float:
     """Seconds of one training step, timed on the model itself with a zero learning rate (its
-    weights do not move) and its buffers (BatchNorm statistics) put back afterwards."""
+    weights do not move) and its buffers (BatchNorm statistics) put back afterwards. As a
+    data-parallel worker (`model` is the DDP module) each step is one on this worker's slice,
+    and the slowest worker's time is returned by every worker."""
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     probe = torch.optim.AdamW(params, lr=0.0, weight_decay=0.0)
     times = []
@@ -125,6 +138,11 @@ def probe_step_seconds(model: nn.Module, loader, loss_fn: LossFn, params: list, 
             x, y = next(it)
         except StopIteration:
             break
+        if parallel is not None:
+            part = parallel.shard(x, y)
+            if part is None:
+                continue
+            x, y = part
         t0 = time.perf_counter()
         probe.zero_grad(set_to_none=True)
         loss_fn(model, x.to(dev), y.to(dev)).backward()
@@ -135,7 +153,8 @@ def probe_step_seconds(model: nn.Module, loader, loss_fn: LossFn, params: list, 
         for n, b in model.named_buffers():
             b.copy_(buffers[n])
     # the first step pays for allocations and kernel selection
-    return min(times[1:] or times) if times else 0.0
+    step_s = min(times[1:] or times) if times else 0.0
+    return parallel.largest(step_s) if parallel is not None else step_s
 
 
 def size_to_seconds(seconds: float, step_s: float, eval_s: float, epochs: int,
@@ -168,8 +187,11 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
 
     `extra_params` are optimised too (e.g. distillation adapters). The model ends in eval mode,
     holding the best validation weights when `restore_best` and validation data are given.
+    Run by each of N data-parallel workers (`advisor.train_workers`), the same schedule trains
+    on each worker's slice of every batch (`advisor.data_parallel`).
     """
     dev = resolve_device(device)
+    dp = DataParallel(dev)
     seed_everything(config.seed)
     # a loader with its own shuffling generator would otherwise continue where the last run
     # left it: the same plan replayed in one process must see the same batches
@@ -177,8 +199,10 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
     if isinstance(generator, torch.Generator):
         generator.manual_seed(config.seed)
     model.to(dev).train()
+    net = dp.wrap(model)  # what the loss runs: DDP around the model, or the model
     loss_fn = loss_fn or cross_entropy_loss(config.label_smoothing)
-    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    extra_params = list(extra_params)
+    params = [p for p in model.parameters() if p.requires_grad] + extra_params
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(train_loader))
     if config.max_batches_per_epoch is not None:
@@ -186,7 +210,7 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
     epochs = max(1, config.epochs)
     sizing = None
     if config.size_to_time and config.max_seconds is not None:
-        step_s = probe_step_seconds(model, train_loader, loss_fn, params, dev)
+        step_s = probe_step_seconds(net, train_loader, loss_fn, params, dev, dp)
         eval_s = 0.0 if val_loader is None else len(val_loader) * step_s * EVAL_STEP_SHARE
         sizing = size_to_seconds(config.max_seconds, step_s, eval_s, epochs, steps_per_epoch)
         epochs, steps_per_epoch = sizing["epochs"], sizing["batches_per_epoch"]
@@ -201,7 +225,7 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
     else:
         sched = None
 
-    report = TrainReport(sizing=sizing)
+    report = TrainReport(sizing=sizing, workers=dp.world)
     best_state, best_acc, bad_epochs = None, -math.inf, 0
     start = time.perf_counter()
     with _progress(progress, description, epochs) as advance:
@@ -212,10 +236,14 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
             for step, (x, y) in enumerate(train_loader):
                 if step >= steps_per_epoch:
                     break
-                x, y = x.to(dev), y.to(dev)
+                part = dp.shard(x, y)
+                if part is None:  # fewer rows than workers: skipped by every worker
+                    continue
+                x, y = part[0].to(dev), part[1].to(dev)
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model, x, y)
+                loss = loss_fn(net, x, y)
                 loss.backward()
+                dp.sync_grads(extra_params)
                 opt.step()
                 if sched is not None:
                     sched.step()
@@ -223,10 +251,12 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
                     after_step(model)
                 running += loss.item() * len(y)
                 n += len(y)
+            running, n = dp.total(running, n)
+            dp.sync_buffers(model)
             entry = {"epoch": epoch + 1, "loss": running / max(1, n),
                      "lr": opt.param_groups[0]["lr"]}
             if val_loader is not None:
-                acc = evaluate(model, val_loader, dev)
+                acc = evaluate(model, val_loader, dev, dp if dp.active else None)
                 entry["val_accuracy"] = acc
                 if acc > best_acc:
                     best_acc, bad_epochs = acc, 0
@@ -243,9 +273,11 @@ def train(model: nn.Module, train_loader, config: TrainConfig = TrainConfig(), *
             if config.stop_after_epochs is not None and epoch + 1 >= config.stop_after_epochs:
                 report.stopped_by = "pinned" if epoch + 1 < epochs else "epochs"
                 break
-            if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+            if config.max_seconds is not None and \
+                    dp.agree(time.perf_counter() - start > config.max_seconds):
                 report.stopped_by = "time"
                 break
+    del net  # DDP's gradient hooks go with it
     if best_state is not None:
         model.load_state_dict(best_state)
     report.best_val_accuracy = None if best_acc == -math.inf else best_acc

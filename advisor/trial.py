@@ -48,6 +48,9 @@ class TrialPayload:
     # a plan that starts with an ONNX-stage step (int8) starts from the baseline's fp32 ONNX
     # (`baseline_artifacts`): the same export, not done again in every trial
     reuse_baseline_onnx: bool = False
+    # how a plan's data-parallel training workers start (`advisor.train_workers`): "local"
+    # processes, or "ray" (Ray Train on the cluster the trial runs on)
+    train_engine: str = "local"
 
 
 def run_trial(p: TrialPayload) -> dict:
@@ -72,7 +75,8 @@ def prepare_trial(p: TrialPayload) -> dict:
                                 val_loader=p.val_loader,
                                 calib_loader=p.calib_loader or p.val_loader, target=p.target,
                                 teacher=p.model, workdir=workdir, seed=plan.seed,
-                                device=p.device, progress=p.progress)
+                                device=p.device, progress=p.progress,
+                                train_workers=plan.train_workers, train_engine=p.train_engine)
     start_model = p.model if p.model is not None else \
         OnnxArtifact(Path(p.onnx_path), p.input_shape, {})
     first = 0
@@ -85,15 +89,27 @@ def prepare_trial(p: TrialPayload) -> dict:
         start_model = OnnxArtifact(Path(p.resume["path"]), p.input_shape, {})
         first = int(p.resume["steps"])
     result = run_plan(start_model, plan, ctx, workdir, first_step=first)
+    # the steps this trial ran (a reused prefix trained in an earlier trial, not here)
+    trained = [s for s in result.steps if passes[s["pass"]].trains]
+    train_s = sum(float(s.get("seconds") or 0.0) for s in trained)
     if p.resume is not None:
         result.steps = [dict(s, reused_from=p.resume["trial"]) for s in p.resume["ran"]] + \
             result.steps
+    exported = time.perf_counter()
     stage("export the deployable model")
     artifact, runtime, export_note = _deploy_artifact(result, p, workdir)
+    done = time.perf_counter()
+    # transform: the plan's steps that do not train, with the setup and the fp32 export between
+    # them, so transform + train + export = prepare
+    seconds = {"transform": max(0.0, exported - start - train_s), "train": train_s,
+               "export": done - exported}
     prep = {"artifact": str(artifact), "runtime": runtime, "steps": result.steps,
             "export_note": export_note,
             "prefix_onnx": prefix_onnx(plan, passes, workdir, artifact, runtime, result),
-            "prepare_seconds": round(time.perf_counter() - start, 3)}
+            "prepare_seconds": round(done - start, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in seconds.items()}}
+    if trained:  # where the training ran: the context's device, and how many worker processes
+        prep["train_devices"] = _train_devices(result.steps, ctx)
     if p.keep_torch_model and result.torch_model is not None:
         prep["torch_model"] = result.torch_model
     return prep
@@ -104,13 +120,19 @@ def finish_trial(p: TrialPayload, prep: dict) -> dict:
     t0 = time.perf_counter()
     artifact, runtime, steps = Path(prep["artifact"]), prep["runtime"], prep["steps"]
     measured = measure_artifact(artifact, runtime, p)
+    evaluate_s = float(measured.pop("evaluate_seconds", 0.0))
     measured["size_mb"], measured["size_stored_as"] = _stored_size(artifact, steps)
-    measure_s = time.perf_counter() - t0  # the two stages may run on different machines
+    finish_s = time.perf_counter() - t0  # the two stages may run on different machines
     out = {"status": "ok", "measured": measured, "steps": steps,
            "artifact": str(artifact), "runtime": runtime,
-           "seconds": round(float(prep.get("prepare_seconds") or 0.0) + measure_s, 2),
-           "stage_seconds": {"prepare": prep.get("prepare_seconds"),
-                             "measure": round(measure_s, 3)}}
+           "seconds": round(float(prep.get("prepare_seconds") or 0.0) + finish_s, 2),
+           # `prepare` (= transform + train + export) stays for readers of the two-stage split
+           "stage_seconds": {**(prep.get("stage_seconds") or {}),
+                             "prepare": prep.get("prepare_seconds"),
+                             "measure": round(max(0.0, finish_s - evaluate_s), 3),
+                             "evaluate": round(evaluate_s, 3)}}
+    if prep.get("train_devices"):
+        out["ran_on"] = {"train": prep["train_devices"]}
     if prep.get("prefix_onnx") is not None:
         out["prefix_onnx"] = prep["prefix_onnx"]
     export_note = prep.get("export_note")
@@ -123,6 +145,18 @@ def finish_trial(p: TrialPayload, prep: dict) -> dict:
     if prep.get("torch_model") is not None:
         out["torch_model"] = prep["torch_model"]
     return out
+
+
+def _train_devices(steps: list[dict], ctx) -> dict:
+    """Where this trial's training ran: the devices of its data-parallel workers (the step's
+    own record, `advisor.train_workers`) or the context's one device."""
+    for step in steps:
+        parallel = (step.get("info") or {}).get("train_workers")
+        if parallel and not step.get("reused_from"):
+            return {"device": ", ".join(sorted(set(parallel["devices"]))),
+                    "workers": parallel["workers"], "backend": parallel["backend"],
+                    **({"engine": parallel["engine"]} if parallel.get("engine") else {})}
+    return {"device": str(ctx.device), "workers": 1}
 
 
 def prefix_onnx(plan, passes, workdir: Path, artifact: Path, runtime: str, result
@@ -175,10 +209,14 @@ def _deploy_artifact(result, p: TrialPayload, workdir: Path) -> tuple[Path, str,
 
 
 def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
-    """Latency (subprocess), accuracy on val, agreement with the original on reference inputs."""
+    """Latency (subprocess), accuracy on val, agreement with the original on reference inputs.
+    `evaluate_seconds` is the time spent evaluating (loading the predictor included): the
+    caller takes it out, the rest of the call is the measurement."""
     from advisor.measure.latency import measure_latency
 
+    t0 = time.perf_counter()
     predict = _predictor(artifact, runtime, p.target)
+    load_s = time.perf_counter() - t0
     if p.timing is not None and p.timing.get("runtime") == runtime:
         out: dict[str, Any] = {"runtime": runtime, "timed_with": p.timing["from"],
                                **{k: p.timing[k] for k in ("latency_ms", "peak_memory_mb",
@@ -199,6 +237,7 @@ def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
                                  max_seconds=min(4.0, float(p.measure.get("max_seconds", 4.0))))
         out["paired"] = paired.to_json()
     stage("evaluate")
+    t1 = time.perf_counter()
     out["accuracy"] = None
     if p.val_loader is not None:
         from advisor.measure.drop_bound import pack
@@ -207,6 +246,7 @@ def measure_artifact(artifact: Path, runtime: str, p: TrialPayload) -> dict:
         out["accuracy"], out["correct"] = float(flags.mean()), pack(flags)
     if p.reference_inputs is not None and p.reference_logits is not None:
         out["agreement"] = logits_agreement(p.reference_logits, predict(p.reference_inputs))
+    out["evaluate_seconds"] = load_s + time.perf_counter() - t1
     return out
 
 

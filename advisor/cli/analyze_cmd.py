@@ -38,6 +38,7 @@ def analyze_cmd(
     inline: Annotated[bool, typer.Option("--inline", help="Run trials in this process (no isolation; debugging).")] = False,
     executor: Annotated[str, typer.Option("--executor", help="Where trials run: process (fresh local worker processes, default) or ray (a Ray cluster; pip install 'advisor[ray]').")] = "process",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="With --executor ray: the cluster to join (default: start a local Ray instance).")] = None,
+    train_workers: Annotated[int, typer.Option("--train-workers", help="Data-parallel processes per training step (fine-tuning, distillation): local processes (gloo on CPU, NCCL with one GPU each), or Ray Train workers with --executor ray. The same seed and count give the same model.")] = 1,
     cache: Annotated[Optional[Path], typer.Option("--cache", help="Trial cache directory (default $ADVISOR_CACHE_DIR or ~/.cache/advisor/trials): finished trials are reused by a rerun of the same inputs.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither reuse nor keep trials.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted analysis of the same inputs (its finished trials are reused).")] = False,
@@ -61,5 +62,5 @@ def analyze_cmd(
                          executor="inline" if inline else executor, max_trials=max_trials,
                          measure={"repeats": repeats}, progress=False, on_event=rep.event,
                          cache=False if no_cache else cache, resume=resume,
-                         ray_address=ray_address)
+                         ray_address=ray_address, train_workers=train_workers)
     print_analysis(result)

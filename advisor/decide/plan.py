@@ -48,6 +48,13 @@ class Plan:
     # what `analyze` measured for this plan (artefact sha256, outputs on probe inputs): `apply`
     # checks that its replay reproduced it (see advisor.reproduce)
     expected: dict[str, Any] = field(default_factory=dict)
+    # how the training steps ran when that changes the weights: {"workers": N} data-parallel
+    # training processes (`advisor.train_workers`); empty = one process
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def train_workers(self) -> int:
+        return int(self.training.get("workers", 1))
 
     @property
     def pass_names(self) -> list[str]:
@@ -57,7 +64,8 @@ class Plan:
         return {"schema_version": PLAN_SCHEMA_VERSION, "kind": PLAN_KIND, "name": self.name,
                 "steps": [s.to_json() for s in self.steps], "factors": self.factors,
                 "target": self.target, "seed": self.seed, "data": self.data,
-                **({"model": self.model} if self.model else {}), "created": self.created, **({"expected": self.expected} if self.expected else {})}
+                **({"model": self.model} if self.model else {}), "created": self.created, **({"expected": self.expected} if self.expected else {}),
+                **({"training": self.training} if self.training else {})}
 
 
 def plan_from_json(data: Any, known_passes: Iterable[str], source: str = "plan") -> Plan:
@@ -106,9 +114,11 @@ def plan_from_json(data: Any, known_passes: Iterable[str], source: str = "plan")
     _check_model(model, source)
     created = _field(data, "created", str, "", source)
     expected = _field(data, "expected", dict, {}, source)
+    training = _field(data, "training", dict, {}, source)
+    _check_training(training, source)
     return Plan(name=name, steps=steps, factors=dict(factors), target=target, seed=seed,
                 data=dict(plan_data), model=dict(model), created=created,
-                expected=dict(expected))
+                expected=dict(expected), training=dict(training))
 
 
 def _kind(value: Any) -> str:
@@ -161,6 +171,17 @@ def _check_model(m: dict, source: str) -> None:
     if lifted is not None and (isinstance(lifted, bool) or not isinstance(lifted, int)):
         raise PlanError(f"{source}: 'model.lifted' must be the lifting's version (an integer), "
                         f"got {_kind(lifted)}")
+
+
+def _check_training(t: dict, source: str) -> None:
+    unknown = set(t) - {"workers"}
+    if unknown:
+        raise PlanError(f"{source}: 'training' has unknown fields {sorted(unknown)}",
+                        "it may hold only 'workers'")
+    workers = t.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise PlanError(f"{source}: 'training.workers' must be an integer from 1 to 64, got "
+                        f"{workers!r}")
 
 
 def load_plan(path: str | Path, known_passes: Iterable[str]) -> Plan:

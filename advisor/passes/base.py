@@ -72,6 +72,10 @@ class PassContext:
     device: str = "cpu"
     progress: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
+    # a training pass runs as this many data-parallel workers (`advisor.train_workers`),
+    # started as local processes ("local") or by Ray Train on the trial's cluster ("ray")
+    train_workers: int = 1
+    train_engine: str = "local"
 
     @classmethod
     def for_shape(cls, input_shape, *, budget: "str | RetrainBudget" = "none",

@@ -50,3 +50,13 @@ def seconds(x: float | None) -> str:
     if x is None:
         return DASH
     return f"{x:.1f} s" if x < 120 else f"{x / 60:.1f} min"
+
+
+def duration(x: float | None) -> str:
+    """Seconds of a stage, without the unit (the column says it): '0.04', '3.21', '45.6', '812'."""
+    if x is None:
+        return DASH
+    for limit, digits in ((10, 2), (100, 1)):
+        if abs(x) < limit:
+            return f"{x:.{digits}f}"
+    return f"{x:.0f}"

@@ -10,7 +10,8 @@ from functools import lru_cache
 from html import escape
 from pathlib import Path
 
-from advisor.report import before_after, candidate_table, facts, fmt, plot_data, qualify, summary
+from advisor.report import (before_after, candidate_table, facts, fmt, plot_data, qualify,
+                            stage_table, summary)
 from advisor.report.svg import SERIES_FILL, svg_bars, svg_scatter
 
 CSS_FILE = Path(__file__).resolve().parent / "templates" / "report.css"
@@ -31,7 +32,7 @@ def css() -> str:
 def render_html(report: dict) -> str:
     """The whole report as one HTML document."""
     body = "".join([_header(report), _recommendation(report), _tradeoff(report),
-                    _hotspots(report), _candidates(report), _reasons(report),
+                    _hotspots(report), _candidates(report), _stages(report), _reasons(report),
                     _warnings(report), _applied(report), _settings(report), _footer(report)])
     title = f"advisor report: {report['model']['path']} on {facts.target_label(report)}"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -209,6 +210,20 @@ def _candidates(report: dict) -> str:
             "runtime; accuracy is on the validation split; drop is in percentage points; "
             "predicted = the rule engine's estimate (speed-up / size ratio) before measuring.</p>"
             "</section>")
+
+
+def _stages(report: dict) -> str:
+    columns = stage_table.columns(report)
+    if not columns:
+        return ""
+    head = "".join(f"<th>{e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(
+        f'<td class="num">{e(r[c])}</td>' if c.endswith(" s") else f"<td>{e(r[c])}</td>"
+        for c in columns) + "</tr>" for r in stage_table.rows(report))
+    return ('<section id="stages"><h2>Where and how long</h2>'
+            '<div class="figure"><table class="stages">'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+            f'<p class="caption">{e(stage_table.CAPTION)}</p></section>')
 
 
 def _row(row: candidate_table.Row) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from advisor.report import before_after, candidate_table, facts, fmt, plot_data, qualify, summary
+from advisor.report import (before_after, candidate_table, facts, fmt, plot_data, qualify,
+                            stage_table, summary)
 
 _SPECIAL = "\\`*[]<>|"
 
@@ -29,9 +30,9 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 def render_markdown(report: dict) -> str:
     """The whole report as Markdown."""
-    parts = [_header(report), _recommendation(report), _candidates(report), _tradeoff(report),
-             _hotspots(report), _reasons(report), _warnings(report), _applied(report),
-             _settings(report)]
+    parts = [_header(report), _recommendation(report), _candidates(report), _stages(report),
+             _tradeoff(report), _hotspots(report), _reasons(report), _warnings(report),
+             _applied(report), _settings(report)]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
@@ -82,6 +83,15 @@ def _candidates(report: dict) -> str:
                         "Speed-up and size ratio are against the baseline on the same runtime; "
                         "drop is in percentage points; predicted = the rule engine's estimate "
                         "(speed-up / size ratio)."])
+
+
+def _stages(report: dict) -> str:
+    columns = stage_table.columns(report)
+    if not columns:
+        return ""
+    rows = [[r[c] for c in columns] for r in stage_table.rows(report)]
+    return "\n\n".join(["## Where and how long", table(columns, rows),
+                        md(stage_table.CAPTION)])
 
 
 def _tradeoff(report: dict) -> str:

@@ -1,0 +1,119 @@
+"""What the shared training loop (`advisor.train.train`) does differently when it runs as one of
+N data-parallel workers (`--train-workers N`, launched by `advisor.train_workers`).
+
+The recipe does not change with the worker count: every worker iterates the same seeded
+batches and takes its own slice of each one (rows r, r+N, ...), the model is wrapped in torch's
+DistributedDataParallel, so each optimizer step averages the slices' gradients — the gradient of
+the whole batch — and the number of steps, the batch size and the learning-rate schedule are
+those of one process. Hence the same seed and worker count give the same weights (gloo's
+all-reduce sums in a fixed order), and N workers reach about the accuracy of one (BatchNorm
+statistics are per slice: the one difference). Why not `DistributedSampler`: it multiplies the
+global batch by N and divides the steps by N, which changes what a given budget trains; users
+compare "1 worker vs N" and expect the same model, faster.
+
+Every decision that ends or shapes the loop (the time limit, the probed step time, early stop on
+validation accuracy) is taken identically on every worker: a worker that left the loop alone
+would leave the others waiting in a collective. Validation counts are summed over the workers.
+With one worker (or no process group) every method is the identity, so `train` pays nothing.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+class DataParallel:
+    """This process's place among the data-parallel training workers."""
+
+    def __init__(self, device: torch.device):
+        import torch.distributed as dist
+
+        self.active = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.rank = dist.get_rank() if self.active else 0
+        self.world = dist.get_world_size() if self.active else 1
+        self.device = device
+
+    # ---- the model -----------------------------------------------------------------------
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module the loss is computed with: DDP around `model` (its gradients averaged
+        over the workers in backward), or `model` itself."""
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(model, device_ids=ids)  # buffers (BatchNorm) follow rank 0 each forward
+
+    def sync_grads(self, params: Iterable[nn.Parameter]) -> None:
+        """Average the gradients of parameters outside the DDP module (distillation adapters)."""
+        if not self.active:
+            return
+        import torch.distributed as dist
+
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(self.world)
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every worker: each worker updated
+        its own from its slice, and rank 0's model is the one kept."""
+        if not self.active:
+            return
+        import torch.distributed as dist
+
+        for b in model.buffers():
+            dist.broadcast(b, 0)
+
+    # ---- the data ------------------------------------------------------------------------
+
+    def shard(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """This worker's rows of a batch; None (on every worker alike) when the batch has fewer
+        rows than workers."""
+        if not self.active:
+            return x, y
+        if len(x) < self.world:
+            return None
+        return x[self.rank::self.world], y[self.rank::self.world]
+
+    # ---- decisions taken alike on every worker -----------------------------------------
+
+    def total(self, *values: float) -> list[float]:
+        """`values` summed over the workers."""
+        if not self.active:
+            return list(values)
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device)
+        dist.all_reduce(t)
+        return t.cpu().tolist()
+
+    def largest(self, value: float) -> float:
+        """The largest of the workers' `value` (a step time: the slowest worker sets the pace)."""
+        if not self.active:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64, device=self._comm_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's `flag` on every worker (the time limit is read on one clock)."""
+        if not self.active:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0], device=self._comm_device)
+        dist.broadcast(t, 0)
+        return bool(t.item())
+
+    @property
+    def _comm_device(self) -> torch.device:
+        # NCCL moves CUDA tensors only; gloo CPU tensors (it also takes CUDA ones, slower)
+        import torch.distributed as dist
+
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
