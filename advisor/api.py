@@ -6,6 +6,7 @@ evaluate on the validation split) → select → confirm on the held-out split �
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,7 +338,7 @@ def _search_stage(st: _Analysis, executor: str) -> None:
         ex = ray_executor(st.tgt, st.ray_address)
     else:
         ex = make_executor(executor)
-    counter = {"n": 0}
+    numbers = itertools.count(1)  # trial work directories (trials may run side by side)
     # --budget covers the whole run: the search ends early enough to leave the confirmation
     # (held-out evaluation and the chosen plan's hot spots: about half a baseline stage)
     total = st.factors.budget_seconds or _default_budget(st.factors)
@@ -345,11 +346,11 @@ def _search_stage(st: _Analysis, executor: str) -> None:
 
     def run_one(plan: Plan, train_seconds: float | None, resume: dict | None = None,
                 timing: dict | None = None) -> dict:
-        counter["n"] += 1
+        n = next(numbers)
         payload = TrialPayload(
             model=loaded.module, onnx_path=str(loaded.onnx_path) if loaded.onnx_path else None,
             input_shape=tuple(loaded.input_shape), plan=plan.to_json(), target=st.tgt,
-            workdir=str(st.workroot / f"trial{counter['n']}"), train_loader=data_b.train,
+            workdir=str(st.workroot / f"trial{n}"), train_loader=data_b.train,
             # calibrate on training inputs when given, so selection data stays unseen
             val_loader=data_b.val, calib_loader=calib,
             budget=RetrainBudget(st.factors.retrain, epochs=None, seconds=train_seconds),
@@ -379,6 +380,7 @@ def _search_stage(st: _Analysis, executor: str) -> None:
     st.records = run_search(
         st.ranked, run_one=run_one, baseline=st.baseline, factors=st.factors, settings=settings,
         target_name=st.tgt.name, data_specs=data_b.specs,
+        parallel=getattr(ex, "parallelism", 1),
         progress=lambda name, i, n, est: st.emit(
             "trial", {"name": name, "i": i, "n": n, "estimate_s": est,
                       "search_ends_by": time.time() + max(0.0, deadline - time.perf_counter())}))

@@ -191,15 +191,24 @@ def pin_replay_configs(plan_json: dict, steps: list[dict]) -> None:
 def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | None], dict],
                baseline: Baseline, factors: Factors, settings: SearchSettings, target_name: str,
                data_specs: dict,
-               progress: Callable[[str, int, int, float], None] | None = None
-               ) -> list[TrialRecord]:
+               progress: Callable[[str, int, int, float], None] | None = None,
+               parallel: int = 1) -> list[TrialRecord]:
     """Evaluate candidates (and knob variants) within the budget: post-training candidates
     first, then training chains, each in rank order (`search_costs.schedule`); a trial whose
     cost estimate does not fit the time left is not started, and its record says so.
 
     `run_one(plan, train_seconds)` performs one isolated trial and returns its result dict;
     `progress(name, done, total, estimated_seconds)` is called as each trial starts.
-    """
+
+    `parallel` > 1 (an executor that runs trials side by side, `advisor.executor_ray`) keeps
+    up to that many trials in flight. What depends on an earlier trial stays in order: a
+    candidate's knob values (a monotonic knob stops at the first value that breaks the budget;
+    same-kernel values reuse the first one's timing) and candidates that share trained steps
+    (`search_prefix`: the second reuses the first's training) run one after another in one
+    lane; lanes run side by side, started in rank order. With `parallel` = 1 the lanes run one
+    after another: the order of the sequential search."""
+    import threading
+
     start = time.perf_counter()
     records: list[TrialRecord] = []
     queue = [(c, variants(c)) for c in schedule(candidates)]
@@ -210,12 +219,16 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
     trained: set[str] = set()
     costs = CostModel(settings.first_guess_s)
     prefixes = PrefixStore()
-    done = 0
+    done = [0]
+    lock = threading.RLock()  # the shared state above, between lanes
 
     def time_left() -> float | None:
         if settings.budget_seconds is None:
             return None
         return settings.budget_seconds - (time.perf_counter() - start)
+
+    def new_id() -> str:
+        return f"c{len(records) + 1}"
 
     def skipped(c: Candidate, name: str, steps: list, why: str, estimate: float | None = None
                 ) -> TrialRecord:
@@ -223,48 +236,54 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                          settings.seed, data_specs, settings.model,
                          settings.train_workers)
         predicted = {**_predicted(c), **({"seconds": round(estimate, 1)} if estimate else {})}
-        return TrialRecord(f"c{len(records) + 1}", name, c.rule, c.family, plan.to_json(),
+        return TrialRecord(new_id(), name, c.rule, c.family, plan.to_json(),
                            predicted, status="skipped", error=why)
 
-    for c, vars_ in queue:
+    def add(rec: TrialRecord) -> None:
+        with lock:
+            rec.id = new_id()  # numbered as they finish: the order of the records
+            records.append(rec)
+            done[0] += 1
+
+    def run_candidate(c: Candidate, vars_: list) -> None:
         direction = _monotonic_direction(c)
         timing = None  # a same-kernels knob: the first variant's latency figures, for the rest
         for name, steps, value in vars_:
-            left = time_left()
-            if c.trains:
-                mine = to_train.pop(0)
-                chains_left = len({k for k in to_train if k not in trained} | {mine}) \
-                    if mine not in trained else 1
-            if len(records) >= settings.max_trials:
-                records.append(skipped(c, name, steps,
-                                       f"the trial limit ({settings.max_trials}) was reached"))
-                done += 1
-                continue
-            reuse = prefixes.find(steps)
-            trains = c.trains and not (reuse and _only_untrained_after(steps, reuse["steps"]))
-            train_s = train_allowance(c, left, chains_left, costs.overhead(c.family)) \
-                if trains else None
-            estimate = costs.estimate(c, train_s)
-            # the first trial may use the allowed overrun: a user with a short budget still
-            # learns what the cheapest candidate gives
-            room = None if left is None else \
-                left + (OVERRUN_ALLOWED * settings.budget_seconds if not records else 0.0)
-            if room is not None and estimate > room:
-                why = ("the time budget was spent before this candidate ran" if left <= 0 else
-                       f"not started: estimated {estimate:.0f} s"
-                       + (f" ({train_s:.0f} s of training)" if train_s else "")
-                       + f", {max(0.0, left):.0f} s of the budget left")
-                records.append(skipped(c, name, steps, why, estimate))
-                done += 1
-                continue
-            plan = make_plan(Candidate(name, steps, c.family, c.rule), factors, target_name,
-                             settings.seed, data_specs, settings.model,
-                             settings.train_workers)
-            rec = TrialRecord(f"c{len(records) + 1}", name, c.rule, c.family, plan.to_json(),
-                              {**_predicted(c), "seconds": round(estimate, 1)},
-                              reasons=[c.note] if c.note else [])
-            if progress:
-                progress(name, done, total, estimate)
+            with lock:
+                left = time_left()
+                if c.trains:
+                    mine = _trained_steps_key(steps)
+                    to_train.remove(mine)
+                    chains_left = len({k for k in to_train if k not in trained} | {mine}) \
+                        if mine not in trained else 1
+                if len(records) >= settings.max_trials:
+                    add(skipped(c, name, steps,
+                                f"the trial limit ({settings.max_trials}) was reached"))
+                    continue
+                reuse = prefixes.find(steps)
+                trains = c.trains and not (reuse and _only_untrained_after(steps, reuse["steps"]))
+                train_s = train_allowance(c, left, chains_left, costs.overhead(c.family)) \
+                    if trains else None
+                estimate = costs.estimate(c, train_s)
+                # the first trial may use the allowed overrun: a user with a short budget still
+                # learns what the cheapest candidate gives
+                room = None if left is None else \
+                    left + (OVERRUN_ALLOWED * settings.budget_seconds if not records else 0.0)
+                if room is not None and estimate > room:
+                    why = ("the time budget was spent before this candidate ran" if left <= 0
+                           else f"not started: estimated {estimate:.0f} s"
+                           + (f" ({train_s:.0f} s of training)" if train_s else "")
+                           + f", {max(0.0, left):.0f} s of the budget left")
+                    add(skipped(c, name, steps, why, estimate))
+                    continue
+                plan = make_plan(Candidate(name, steps, c.family, c.rule), factors, target_name,
+                                 settings.seed, data_specs, settings.model,
+                                 settings.train_workers)
+                rec = TrialRecord("", name, c.rule, c.family, plan.to_json(),
+                                  {**_predicted(c), "seconds": round(estimate, 1)},
+                                  reasons=[c.note] if c.note else [])
+                if progress:
+                    progress(name, done[0], total, estimate)
             if reuse:
                 rec.reasons.append(f"steps 1-{reuse['steps']} reused from {reuse['trial']} "
                                    "(the same steps and seeds: not trained again)")
@@ -278,35 +297,69 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             # what the budget paid: the worker's start and imports included
             rec.seconds = time.perf_counter() - t0
             _mark_cached(rec, result)
-            if rec.status == "ok":
-                if c.trains:
-                    trained.add(_trained_steps_key(steps))
-                if not rec.cached:  # a reused trial says nothing about what a trial costs
-                    costs.observe(c, rec.seconds,
-                                  [s for s in rec.steps if not s.get("reused_from")])
-                prefixes.remember(rec.id, steps, result)
-                if timing is None and _same_kernels(c):
-                    timing = {"from": rec.id, "runtime": result.get("runtime"),
-                              **{k: (result.get("measured") or {}).get(k)
-                                 for k in ("latency_ms", "paired", "peak_memory_mb")}}
-            records.append(rec)
-            done += 1
-            left = time_left()
-            room_left = len(records) < settings.max_trials and (left is None or left > 0)
+            with lock:
+                add(rec)
+                if rec.status == "ok":
+                    if c.trains:
+                        trained.add(_trained_steps_key(steps))
+                    if not rec.cached:  # a reused trial says nothing about what a trial costs
+                        costs.observe(c, rec.seconds,
+                                      [s for s in rec.steps if not s.get("reused_from")])
+                    prefixes.remember(rec.id, steps, result)
+                    if timing is None and _same_kernels(c):
+                        timing = {"from": rec.id, "runtime": result.get("runtime"),
+                                  **{k: (result.get("measured") or {}).get(k)
+                                     for k in ("latency_ms", "paired", "peak_memory_mb")}}
+                left = time_left()
+                room_left = len(records) < settings.max_trials and (left is None or left > 0)
+                fb_estimate = costs.estimate(c, None)
             # a retry is a trial: it counts against both limits; the fallback ranks layers by
             # their accuracy cost, so without labelled data it cannot run (not even tried)
             if room_left and rec.status == "ok" and not rec.meets_constraints and \
                     baseline.verified and _accuracy_only(rec):
                 fb = _fallback_retry(c, steps, rec, baseline, factors, run_one, settings,
-                                     target_name, data_specs, len(records) + 1,
-                                     costs.estimate(c, None), left)
+                                     target_name, data_specs, fb_estimate, left)
                 if fb is not None:
-                    records.append(fb)
+                    add(fb)
                 if direction:  # more aggressive values would lose even more accuracy
                     break
             if rec.status != "ok" and direction:
                 break
+
+    lanes = _lanes(queue) if parallel > 1 else [[item] for item in queue]
+    if parallel <= 1 or len(lanes) <= 1:
+        for lane in lanes:
+            for c, vars_ in lane:
+                run_candidate(c, vars_)
+        return records
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run_lane(lane) -> None:
+        for c, vars_ in lane:
+            run_candidate(c, vars_)
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="advisor-lane") as pool:
+        for fut in [pool.submit(run_lane, lane) for lane in lanes]:
+            fut.result()  # an error in a lane is the search's error, as it is sequentially
     return records
+
+
+def _lanes(queue: list) -> list[list]:
+    """The candidates grouped into lanes that may run side by side: candidates that share
+    trained steps (one reuses the other's training, `search_prefix`) share a lane, in rank
+    order; lanes are ordered by their first candidate."""
+    lanes: list[list] = []
+    by_key: dict[str, list] = {}
+    for c, vars_ in queue:
+        keys = {_trained_steps_key(steps) for _, steps, _ in vars_} if c.trains else set()
+        lane = next((by_key[k] for k in keys if k in by_key), None)
+        if lane is None:
+            lane = []
+            lanes.append(lane)
+        lane.append((c, vars_))
+        for k in keys:
+            by_key.setdefault(k, lane)
+    return lanes
 
 
 def _same_kernels(c: Candidate) -> bool:
@@ -355,7 +408,7 @@ def _accuracy_only(rec: TrialRecord) -> bool:
 
 
 def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_name,
-                    data_specs, index, estimate: float, left: float | None
+                    data_specs, estimate: float, left: float | None
                     ) -> TrialRecord | None:
     """A plan that misses the accuracy budget: retry its first step that declares an
     accuracy-aware fallback (int8: layers reverted to fp32) with the budget filled in — when
@@ -375,7 +428,7 @@ def _fallback_retry(c, steps, rec, baseline, factors, run_one, settings, target_
         plan = make_plan(Candidate(name, new_steps, c.family, c.rule), factors, target_name,
                          settings.seed, data_specs, settings.model,
                          settings.train_workers)
-        fb = TrialRecord(f"c{index}", name, c.rule, c.family, plan.to_json(),
+        fb = TrialRecord("", name, c.rule, c.family, plan.to_json(),
                          {**_predicted(c), "seconds": round(estimate, 1)},
                          reasons=[f"{st.pass_name} missed the accuracy budget: the most "
                                   "sensitive layers are kept in fp32 until it fits"])

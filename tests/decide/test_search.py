@@ -313,3 +313,69 @@ def test_a_plan_that_changed_nothing_is_not_chosen_on_its_noise():
     t = next(r for r in recs if r.name == "tucker")
     assert not t.meets_constraints and "unchanged" in t.violations[0]
     assert select(recs, Factors(max_drop=1.0))[0].name == "int8"
+
+
+# ---- several trials in flight (an executor that runs them side by side) ----------------------
+
+def _spans_run(seconds: float, spans: dict):
+    """A fake trial of `seconds` wall time that records when it ran."""
+    import threading
+    import time
+
+    lock = threading.Lock()
+
+    def run_one(plan, train_s, **kw):
+        t0 = time.perf_counter()
+        time.sleep(seconds)
+        with lock:
+            spans[plan.name] = (t0, time.perf_counter(), dict(kw))
+        torch_steps = [s for s in plan.steps if s.pass_name != "int8_static"]
+        ran = [{"pass": s.pass_name, "info": {}} for s in plan.steps]
+        return {"status": "ok", "runtime": "onnxruntime", "seconds": seconds, "steps": ran,
+                "prefix_onnx": {"steps": len(torch_steps), "path": f"/x/{plan.name}.onnx"}
+                if torch_steps else None,
+                "measured": {"latency_ms": {"p50": 5.0, "p90": 5.0, "cv": 0.01},
+                             "size_mb": 1.0, "accuracy": 0.98}}
+    return run_one
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def test_independent_candidates_run_side_by_side_and_dependent_ones_in_order():
+    import time
+
+    spans: dict = {}
+    knob = {"step": 0, "field": "ratio", "values": [0.3, 0.5]}
+    chain = _chain("chain")
+    twin = Candidate("chain + int8", chain.steps + [Step("int8_static", {})], "pruning", "r",
+                     trains=True)
+    t0 = time.perf_counter()
+    recs = run_search([_int8("a"), _int8("b"), cand("p", knob), chain, twin],
+                      run_one=_spans_run(0.4, spans), baseline=BASE, factors=Factors(),
+                      settings=SearchSettings(budget_seconds=None), target_name="cpu",
+                      data_specs={}, parallel=3)
+    wall = time.perf_counter() - t0
+    assert sorted(r.name for r in recs) == sorted(
+        ["a", "b", "p [ratio=0.3]", "p [ratio=0.5]", "chain", "chain + int8"])
+    assert _overlap(spans["a"], spans["b"])  # independent: in flight together
+    # a knob's values one after another (a monotonic knob stops at the first that breaks)
+    assert spans["p [ratio=0.3]"][1] <= spans["p [ratio=0.5]"][0]
+    # the twin reuses the chain's training: after it, with its prefix
+    assert spans["chain"][1] <= spans["chain + int8"][0]
+    assert spans["chain + int8"][2]["resume"]["trial"] == \
+        next(r.id for r in recs if r.name == "chain")
+    assert wall < 6 * 0.4 - 0.5, "side by side, not one after another"
+    assert [r.id for r in recs] == [f"c{i}" for i in range(1, 7)]  # numbered as they finish
+
+
+def test_in_flight_trials_share_the_trial_limit():
+    spans: dict = {}
+    recs = run_search([_int8(n) for n in "abcde"], run_one=_spans_run(0.1, spans),
+                      baseline=BASE, factors=Factors(),
+                      settings=SearchSettings(budget_seconds=None, max_trials=3),
+                      target_name="cpu", data_specs={}, parallel=2)
+    ran = [r for r in recs if r.status == "ok"]
+    assert len(recs) == 5 and len(ran) <= 3 + 1  # a lane may have started before the limit
+    assert all("trial limit" in r.error for r in recs if r.status == "skipped")
