@@ -359,12 +359,15 @@ def _search_stage(st: _Analysis, executor: str) -> None:
             reuse_baseline_onnx=True, train_engine="ray" if executor == "ray" else "local")
         key = trial_key(st.cache_key, plan.to_json()) if st.cache is not None else None
         if key is not None and (hit := st.cache.get(key)) is not None:
-            st.emit("trial_stage", {"stage": f"from the trial cache (stored {hit['cached']['stored']})"})
+            st.emit("trial_stage", {"stage": f"from the trial cache (stored "
+                                             f"{hit['cached']['stored']})", "trial": plan.name})
             return hit
         # the promise: no trial runs past the budget plus the allowed overrun
         hard_stop = max(30.0, deadline + OVERRUN_ALLOWED * total - time.perf_counter())
         result = ex.run(run_trial, payload, timeout_s=hard_stop,
-                        on_stage=lambda text: st.emit("trial_stage", {"stage": text}))
+                        # trials may be in flight side by side: each line names its own
+                        on_stage=lambda text: st.emit("trial_stage", {"stage": text,
+                                                                      "trial": plan.name}))
         if key is not None:
             st.cache.put(key, result)
         return result

@@ -51,6 +51,15 @@ def _prepare_task(payload) -> dict:
     return prep
 
 
+def _prepare_cpus(payload) -> int:
+    """The CPUs a trial's prepare task asks for: none when its plan trains with several
+    data-parallel workers, since it then mostly waits for its Ray Train workers
+    (`advisor.train_workers_ray`), which hold one CPU each; holding one itself would leave them
+    pending forever on a cluster with just as many CPUs as workers."""
+    workers = ((getattr(payload, "plan", None) or {}).get("training") or {}).get("workers", 1)
+    return 0 if workers > 1 else 1
+
+
 def _measure_task(payload, prep: dict) -> dict:
     from advisor.executor import _safe_call
     from advisor.trial import finish_trial
@@ -101,6 +110,15 @@ class RayExecutor:
                 f"start the node that owns the device with ray start --resources "
                 f"'{{\"{self.resource}\": 1}}'")
         self.gpu = gpu and have.get("GPU", 0) >= 1
+        # a measurement holds as many CPUs as the smallest node that measures has, so that no
+        # other trial's training shares a box with it (on one machine: it runs alone); a node
+        # started with --num-cpus 0 only measures
+        measuring = [n.get("Resources", {}) for n in ray.nodes()
+                     if n.get("Alive") and n.get("Resources", {}).get(self.resource, 0) >= 1]
+        self.measure_cpus = min((r.get("CPU", 0.0) for r in measuring), default=0.0)
+        # trials in flight at once (`advisor.search.run_search`): one transform/train task per
+        # CPU of the cluster, measurements queued one per device
+        self.parallelism = max(1, int(have.get("CPU", 1)))
 
     def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None,
             on_stage: Callable[[str], None] | None = None) -> dict:
@@ -114,7 +132,9 @@ class RayExecutor:
                 refs.append(ray.remote(_whole_task).options(max_retries=0).remote(fn, payload))
                 return self._get(refs[-1], deadline)
             prepare = ray.remote(_prepare_task).options(
-                max_retries=0, num_cpus=1, num_gpus=1 if self.gpu else 0)
+                max_retries=0, num_cpus=_prepare_cpus(payload),
+                # with Ray Train workers, they hold the GPUs (as the CPUs: `_prepare_cpus`)
+                num_gpus=1 if self.gpu and _prepare_cpus(payload) else 0)
             refs.append(prepare.remote(payload))
             if on_stage:
                 on_stage("transform, train and export (Ray task)")
@@ -123,7 +143,7 @@ class RayExecutor:
                 return prep
             queued = time.time()
             measure = ray.remote(_measure_task).options(
-                max_retries=0, num_cpus=0, resources={self.resource: 1})
+                max_retries=0, num_cpus=self.measure_cpus, resources={self.resource: 1})
             refs.append(measure.remote(payload, prep["prep"]))
             if on_stage:
                 on_stage(f"measure on a node with {self.resource} (Ray task)")

@@ -59,8 +59,13 @@ def backend_for(device: str, workers: int) -> tuple[str, list[str]]:
 
 
 def apply_data_parallel(spec, model, config, ctx, seed: int):
-    """`spec.apply(model, config, ctx)` run by `ctx.train_workers` local workers; rank 0's
-    PassResult, its info saying how many workers trained."""
+    """`spec.apply(model, config, ctx)` run by `ctx.train_workers` local workers (Ray Train
+    workers when `ctx.train_engine` is "ray"); rank 0's PassResult, its info saying how many
+    workers trained."""
+    if ctx.train_engine == "ray":
+        from advisor.train_workers_ray import apply_on_ray_train
+
+        return apply_on_ray_train(spec, model, config, ctx, seed)
     from advisor.procs import child_env, own_multiprocessing_tempdir
 
     workers = int(ctx.train_workers)
@@ -79,8 +84,8 @@ def apply_data_parallel(spec, model, config, ctx, seed: int):
         for rank in range(1, workers):
             # pickled here as plain bytes: multiprocessing's own pickler would put the tensors
             # into shared memory, which a small /dev/shm (containers) cannot hold
-            job = pickle.dumps((spec.name, model, config,
-                                dataclasses.replace(quiet, device=devices[rank]), seed))
+            job = pack_job(spec, model, config, dataclasses.replace(quiet, device=devices[rank]),
+                           seed)
             p = spawn.Process(target=_worker_main, name=f"advisor-train-worker-{rank}",
                               args=(rank, workers, backend, str(rendezvous), threads, job))
             p.start()
@@ -135,14 +140,28 @@ def _worker_main(rank: int, world: int, backend: str, rendezvous: str, threads: 
     from advisor.procs import die_with_parent
 
     die_with_parent()
-    pass_name, model, config, ctx, seed = pickle.loads(job)
-    from advisor.passes.base import get_pass, load_builtin_passes
+    spec, model, config, ctx, seed = unpack_job(job)
     from advisor.train import seed_everything
 
-    load_builtin_passes()
     with _process_group(rank, world, backend, rendezvous), _threads(threads):
         seed_everything(seed)
-        get_pass(pass_name).apply(model, config, ctx)
+        spec.apply(model, config, ctx)
+
+
+def pack_job(spec, model, config, ctx, seed: int) -> bytes:
+    """What a worker other than this process needs to run the pass, as bytes (for either
+    engine: a spawned process, or a Ray Train worker)."""
+    return pickle.dumps((spec.name, model, config, ctx, seed))
+
+
+def unpack_job(job: bytes):
+    """`(spec, model, config, ctx, seed)` from `pack_job`'s bytes, in a worker process (the
+    pass found by name, after the built-in passes registered)."""
+    from advisor.passes.base import get_pass, load_builtin_passes
+
+    pass_name, model, config, ctx, seed = pickle.loads(job)
+    load_builtin_passes()
+    return get_pass(pass_name), model, config, ctx, seed
 
 
 @contextlib.contextmanager

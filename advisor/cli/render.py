@@ -78,12 +78,14 @@ class Reporter:
         elif kind == "trial_stage" and self.trial:
             import time
 
+            name = payload.get("trial") or self.trial["name"]
+            mine = name == self.trial["name"]  # another trial in flight has no ETA here
             left = (self.trial.get("estimate_s") or 0.0) - (time.time() - self.trial["started"])
-            eta = f" (~{left:.0f} s left in this trial)" if left > 1 else ""
-            text = f"{self.trial['name']}: {payload['stage']}{eta}"
+            eta = f" (~{left:.0f} s left in this trial)" if left > 1 and mine else ""
+            text = f"{name}: {payload['stage']}{eta}"
             self.progress.update(self.task, description=escape(text))
             if not self.live:
-                self._line(f"  {payload['stage']}{eta}")
+                self._line(f"  {payload['stage']}{eta}" if mine else f"  {text}")
 
 
 def _eta(trial: dict) -> str:

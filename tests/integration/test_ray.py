@@ -67,6 +67,13 @@ def test_the_search_on_ray_chooses_as_the_process_executor(cluster, example_dir,
     assert ok and all(c["ran_on"]["prepare"]["ip"] and c["ran_on"]["measure"]["ip"] for c in ok)
     spans = sorted((c["ran_on"]["measure"]["start"], c["ran_on"]["measure"]["end"]) for c in ok)
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    # trials in flight side by side (2 CPUs: two prepare tasks at once, int8 and Tucker in
+    # their own lanes) ...
+    prepares = [(c["ran_on"]["prepare"]["start"], c["ran_on"]["prepare"]["end"]) for c in ok]
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(prepares)
+               for b in prepares[i + 1:]), prepares
+    # ... but a measurement holds the whole node: nothing else runs beside it
+    assert not any(m[0] < p[1] and p[0] < m[1] for m in spans for p in prepares)
     assert all(c["stage_seconds"]["prepare"] > 0 and c["stage_seconds"]["measure"] > 0
                for c in ok)
 
