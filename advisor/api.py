@@ -380,13 +380,20 @@ def _search_stage(st: _Analysis, executor: str) -> None:
         max_trials=st.max_trials, seed=st.seed, model=arch_record(st.loaded),
         first_guess_s=FIRST_GUESS_FACTOR * st.baseline_seconds,
         train_workers=st.train_workers)
-    st.records = run_search(
-        st.ranked, run_one=run_one, baseline=st.baseline, factors=st.factors, settings=settings,
-        target_name=st.tgt.name, data_specs=data_b.specs,
-        parallel=getattr(ex, "parallelism", 1),
-        progress=lambda name, i, n, est: st.emit(
-            "trial", {"name": name, "i": i, "n": n, "estimate_s": est,
-                      "search_ends_by": time.time() + max(0.0, deadline - time.perf_counter())}))
+    try:
+        st.records = run_search(
+            st.ranked, run_one=run_one, baseline=st.baseline, factors=st.factors,
+            settings=settings, target_name=st.tgt.name, data_specs=data_b.specs,
+            parallel=getattr(ex, "parallelism", 1),
+            progress=lambda name, i, n, est: st.emit(
+                "trial", {"name": name, "i": i, "n": n, "estimate_s": est,
+                          "search_ends_by": time.time() + max(0.0,
+                                                              deadline - time.perf_counter())}))
+    except BaseException:
+        # trials in flight side by side run in other threads: stop them too (Ctrl-C)
+        if hasattr(ex, "cancel_all"):
+            ex.cancel_all()
+        raise
     st.chosen, st.closest = select(st.records, st.factors)
 
 

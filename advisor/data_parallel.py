@@ -18,10 +18,15 @@ With one worker (or no process group) every method is the identity, so `train` p
 """
 from __future__ import annotations
 
+import pickle
 from typing import Iterable
 
 import torch
 from torch import nn
+
+# a collective that waits longer than this has lost a peer (each step's work is the same on
+# every worker, so they meet within seconds)
+COLLECTIVE_TIMEOUT_S = 300.0
 
 
 class DataParallel:
@@ -117,3 +122,21 @@ class DataParallel:
         import torch.distributed as dist
 
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+# ---- the job every worker other than this process runs ------------------------------------
+
+def pack_job(spec, model, config, ctx, seed: int) -> bytes:
+    """What a worker other than this process needs to run the pass, as bytes (for either
+    engine: a spawned process, or a Ray Train worker)."""
+    return pickle.dumps((spec.name, model, config, ctx, seed))
+
+
+def unpack_job(job: bytes):
+    """`(spec, model, config, ctx, seed)` from `pack_job`'s bytes, in a worker process (the
+    pass found by name, after the built-in passes registered)."""
+    from advisor.passes.base import get_pass, load_builtin_passes
+
+    pass_name, model, config, ctx, seed = pickle.loads(job)
+    load_builtin_passes()
+    return get_pass(pass_name), model, config, ctx, seed

@@ -23,6 +23,7 @@ tasks. Each result says where its stages ran (`ran_on`: node, seconds, waiting f
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any, Callable
 
@@ -119,6 +120,22 @@ class RayExecutor:
         # trials in flight at once (`advisor.search.run_search`): one transform/train task per
         # CPU of the cluster, measurements queued one per device
         self.parallelism = max(1, int(have.get("CPU", 1)))
+        self._live: set = set()  # the tasks of every trial in flight (`cancel_all`)
+        self._live_lock = threading.Lock()
+
+    def cancel_all(self) -> None:
+        """Cancel every task still running for any trial (Ctrl-C while trials run side by side:
+        the trials' threads are not the one the interruption reached)."""
+        with self._live_lock:
+            refs = list(self._live)
+        self._cancel(refs)
+
+    def _cancel(self, refs) -> None:
+        for ref in refs:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - already finished or gone
+                pass
 
     def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None,
             on_stage: Callable[[str], None] | None = None) -> dict:
@@ -129,13 +146,14 @@ class RayExecutor:
         refs: list = []
         try:
             if fn is not run_trial:  # anything else: one task anywhere
-                refs.append(ray.remote(_whole_task).options(max_retries=0).remote(fn, payload))
+                refs.append(self._track(
+                    ray.remote(_whole_task).options(max_retries=0).remote(fn, payload)))
                 return self._get(refs[-1], deadline)
             prepare = ray.remote(_prepare_task).options(
                 max_retries=0, num_cpus=_prepare_cpus(payload),
                 # with Ray Train workers, they hold the GPUs (as the CPUs: `_prepare_cpus`)
                 num_gpus=1 if self.gpu and _prepare_cpus(payload) else 0)
-            refs.append(prepare.remote(payload))
+            refs.append(self._track(prepare.remote(payload)))
             if on_stage:
                 on_stage("transform, train and export (Ray task)")
             prep = self._get(refs[-1], deadline)
@@ -144,7 +162,7 @@ class RayExecutor:
             queued = time.time()
             measure = ray.remote(_measure_task).options(
                 max_retries=0, num_cpus=self.measure_cpus, resources={self.resource: 1})
-            refs.append(measure.remote(payload, prep["prep"]))
+            refs.append(self._track(measure.remote(payload, prep["prep"])))
             if on_stage:
                 on_stage(f"measure on a node with {self.resource} (Ray task)")
             out = self._get(refs[-1], deadline)
@@ -158,12 +176,16 @@ class RayExecutor:
                 out["stage_seconds"]["waiting_for_device"] = waited
             return out
         except BaseException:
-            for ref in refs:  # Ctrl-C, SIGTERM: nothing keeps running on the cluster
-                try:
-                    ray.cancel(ref, force=True)
-                except Exception:  # noqa: BLE001 - already finished or gone
-                    pass
+            self._cancel(refs)  # Ctrl-C, SIGTERM: nothing keeps running on the cluster
             raise
+        finally:
+            with self._live_lock:
+                self._live.difference_update(refs)
+
+    def _track(self, ref):
+        with self._live_lock:
+            self._live.add(ref)
+        return ref
 
     def _get(self, ref, deadline: float | None) -> dict:
         ray = self.ray

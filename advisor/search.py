@@ -220,7 +220,9 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
     costs = CostModel(settings.first_guess_s)
     prefixes = PrefixStore()
     done = [0]
+    in_flight = [0]  # trials started and not yet recorded: they count against max_trials
     lock = threading.RLock()  # the shared state above, between lanes
+    stop = threading.Event()  # the search was interrupted or failed: lanes start nothing new
 
     def time_left() -> float | None:
         if settings.budget_seconds is None:
@@ -249,6 +251,8 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
         direction = _monotonic_direction(c)
         timing = None  # a same-kernels knob: the first variant's latency figures, for the rest
         for name, steps, value in vars_:
+            if stop.is_set():
+                return
             with lock:
                 left = time_left()
                 if c.trains:
@@ -256,7 +260,7 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                     to_train.remove(mine)
                     chains_left = len({k for k in to_train if k not in trained} | {mine}) \
                         if mine not in trained else 1
-                if len(records) >= settings.max_trials:
+                if len(records) + in_flight[0] >= settings.max_trials:
                     add(skipped(c, name, steps,
                                 f"the trial limit ({settings.max_trials}) was reached"))
                     continue
@@ -284,6 +288,7 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                                   reasons=[c.note] if c.note else [])
                 if progress:
                     progress(name, done[0], total, estimate)
+                in_flight[0] += 1
             if reuse:
                 rec.reasons.append(f"steps 1-{reuse['steps']} reused from {reuse['trial']} "
                                    "(the same steps and seeds: not trained again)")
@@ -298,6 +303,7 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             rec.seconds = time.perf_counter() - t0
             _mark_cached(rec, result)
             with lock:
+                in_flight[0] -= 1
                 add(rec)
                 if rec.status == "ok":
                     if c.trains:
@@ -311,16 +317,21 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
                                   **{k: (result.get("measured") or {}).get(k)
                                      for k in ("latency_ms", "paired", "peak_memory_mb")}}
                 left = time_left()
-                room_left = len(records) < settings.max_trials and (left is None or left > 0)
+                room_left = len(records) + in_flight[0] < settings.max_trials and \
+                    (left is None or left > 0)
                 fb_estimate = costs.estimate(c, None)
-            # a retry is a trial: it counts against both limits; the fallback ranks layers by
-            # their accuracy cost, so without labelled data it cannot run (not even tried)
-            if room_left and rec.status == "ok" and not rec.meets_constraints and \
-                    baseline.verified and _accuracy_only(rec):
+                # a retry is a trial: it counts against both limits; the fallback ranks layers
+                # by their accuracy cost, so without labelled data it cannot run (not even tried)
+                retry = room_left and rec.status == "ok" and not rec.meets_constraints and \
+                    baseline.verified and _accuracy_only(rec)
+                in_flight[0] += int(retry)
+            if retry:
                 fb = _fallback_retry(c, steps, rec, baseline, factors, run_one, settings,
                                      target_name, data_specs, fb_estimate, left)
-                if fb is not None:
-                    add(fb)
+                with lock:
+                    in_flight[0] -= 1
+                    if fb is not None:
+                        add(fb)
                 if direction:  # more aggressive values would lose even more accuracy
                     break
             if rec.status != "ok" and direction:
@@ -338,9 +349,17 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
         for c, vars_ in lane:
             run_candidate(c, vars_)
 
-    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="advisor-lane") as pool:
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="advisor-lane")
+    try:
         for fut in [pool.submit(run_lane, lane) for lane in lanes]:
             fut.result()  # an error in a lane is the search's error, as it is sequentially
+    except BaseException:
+        # Ctrl-C or a lane's error: return at once, not after the trials in flight (the
+        # caller cancels those, `RayExecutor.cancel_all`); no lane starts another
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return records
 
 

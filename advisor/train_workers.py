@@ -22,18 +22,15 @@ import dataclasses
 import datetime
 import multiprocessing as mp
 import os
-import pickle
 import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from advisor.data_parallel import COLLECTIVE_TIMEOUT_S, pack_job, unpack_job
 from advisor.errors import PassError
 
-# a collective that waits longer than this has lost a peer (each step's work is the same on
-# every worker, so they meet within seconds)
-COLLECTIVE_TIMEOUT_S = 300.0
 
 
 def check_workers(workers: Any) -> int:
@@ -146,22 +143,6 @@ def _worker_main(rank: int, world: int, backend: str, rendezvous: str, threads: 
     with _process_group(rank, world, backend, rendezvous), _threads(threads):
         seed_everything(seed)
         spec.apply(model, config, ctx)
-
-
-def pack_job(spec, model, config, ctx, seed: int) -> bytes:
-    """What a worker other than this process needs to run the pass, as bytes (for either
-    engine: a spawned process, or a Ray Train worker)."""
-    return pickle.dumps((spec.name, model, config, ctx, seed))
-
-
-def unpack_job(job: bytes):
-    """`(spec, model, config, ctx, seed)` from `pack_job`'s bytes, in a worker process (the
-    pass found by name, after the built-in passes registered)."""
-    from advisor.passes.base import get_pass, load_builtin_passes
-
-    pass_name, model, config, ctx, seed = pickle.loads(job)
-    load_builtin_passes()
-    return get_pass(pass_name), model, config, ctx, seed
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 from advisor.errors import PassError
-from advisor.train_workers import COLLECTIVE_TIMEOUT_S, pack_job, unpack_job
+from advisor.data_parallel import COLLECTIVE_TIMEOUT_S, pack_job, unpack_job
 
 ENGINE = "ray-train"
 # tries after the first to start the worker group (each waits Ray Train's start time-out, 60 s

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -131,6 +132,8 @@ class TrialCache:
         self.journal_dir = self.root / "journal"
         self.reused = 0
         self.stored = 0
+        # trials may finish side by side (`run_search` lanes): counts and eviction one at a time
+        self._lock = threading.Lock()
 
     # ---- the journal: did the last analysis of these inputs finish? -------------------------
 
@@ -166,7 +169,8 @@ class TrialCache:
         result = _with_paths(record["result"], entry / "files")
         result["cached"] = {"key": key, "stored": record.get("stored")}
         os.utime(entry)
-        self.reused += 1
+        with self._lock:
+            self.reused += 1
         return result
 
     def put(self, key: str, result: dict) -> bool:
@@ -185,9 +189,10 @@ class TrialCache:
                                                   for n in files.values()},
                       "stored": time.strftime("%Y-%m-%d %H:%M:%S")}
             (tmp / "result.json").write_text(json.dumps(record, default=_no_json))
-            os.replace(tmp, self.entries / key)
-            self.stored += 1
-            self._evict(keep=key)
+            with self._lock:
+                os.replace(tmp, self.entries / key)
+                self.stored += 1
+                self._evict(keep=key)
             return True
         except (OSError, TypeError, ValueError):
             shutil.rmtree(tmp, ignore_errors=True)

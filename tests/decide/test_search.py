@@ -377,5 +377,38 @@ def test_in_flight_trials_share_the_trial_limit():
                       settings=SearchSettings(budget_seconds=None, max_trials=3),
                       target_name="cpu", data_specs={}, parallel=2)
     ran = [r for r in recs if r.status == "ok"]
-    assert len(recs) == 5 and len(ran) <= 3 + 1  # a lane may have started before the limit
+    assert len(recs) == 5 and len(ran) == 3  # trials in flight count against the limit
     assert all("trial limit" in r.error for r in recs if r.status == "skipped")
+
+
+def test_an_error_in_one_lane_ends_the_search_at_once_and_no_lane_starts_another():
+    """Ctrl-C (or a lane's error) reaches the thread that waits for the lanes: the search
+    returns without waiting for the trials in flight, which the caller cancels."""
+    import threading
+    import time
+
+    import pytest
+
+    started, release = [], threading.Event()
+
+    def run_one(plan, train_s, **kw):
+        started.append(plan.name)
+        if plan.name == "a":
+            time.sleep(0.2)
+            raise KeyboardInterrupt
+        release.wait(10)  # "b": a long trial in flight
+        return {"status": "ok", "runtime": "onnxruntime", "seconds": 0.1,
+                "measured": {"latency_ms": {"p50": 5.0, "p90": 5.0, "cv": 0.01},
+                             "size_mb": 1.0, "accuracy": 0.98}}
+
+    knob = {"step": 0, "field": "calibration", "values": ["minmax", "entropy"]}
+    b = Candidate("b", [Step("int8_static", {})], "quantization", "r", knob=knob)
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run_search([_int8("a"), b], run_one=run_one, baseline=BASE, factors=Factors(),
+                   settings=SearchSettings(budget_seconds=None), target_name="cpu",
+                   data_specs={}, parallel=2)
+    assert time.perf_counter() - t0 < 5, "did not wait for the trial in flight"
+    release.set()
+    time.sleep(0.3)
+    assert sorted(started) == ["a", "b [calibration=minmax]"], "b's next value not started"
