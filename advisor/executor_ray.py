@@ -99,7 +99,15 @@ class RayExecutor:
         self.resource = f"target:{target_name}"
         if not ray.is_initialized():
             if address:
-                ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+                try:
+                    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+                except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
+                    raise RayUnavailable(
+                        f"cannot connect to the Ray cluster at {address}: "
+                        f"{str(e).splitlines()[0][:200]}",
+                        "is `ray start --head` running there? A cluster started where "
+                        "~/.ray/auth_token exists uses token authentication (Ray 2.60): "
+                        "connect with RAY_AUTH_MODE=token") from e
             else:
                 ray.init(resources={self.resource: 1}, include_dashboard=False,
                          logging_level="ERROR", log_to_driver=False)

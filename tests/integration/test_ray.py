@@ -33,7 +33,10 @@ def cluster():
         pytest.skip(f"no `ray` command beside {sys.executable}")
     temp = Path(f"/tmp/advisor-ray-{os.getpid()}")  # Ray's sockets need a short path
     port = _port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # a loopback test cluster without token auth: Ray 2.60 turns it on for `ray start` when a
+    # ~/.ray/auth_token exists (any earlier local `ray.init()` writes one), and this test's
+    # client would then be refused
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     start = subprocess.run([str(exe), "start", "--head", "--node-ip-address", "127.0.0.1",
                             "--port", str(port), "--num-cpus", "2",
                             "--resources", json.dumps({"target:cpu": 1}),
@@ -42,7 +45,13 @@ def cluster():
                            timeout=180)
     if start.returncode != 0:
         pytest.skip(f"ray start failed: {start.stderr.strip()[-300:]}")
+    mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # the client as the cluster
     yield f"127.0.0.1:{port}"
+    if mode is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = mode
     if ray.is_initialized():
         ray.shutdown()
     subprocess.run([str(exe), "stop", "--force"], capture_output=True, timeout=120, env=env)
