@@ -177,6 +177,9 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
                        workroot=_workroot, arch_kwargs=arch_kwargs, preprocess=preprocess,
                        cache=cache, resume=resume)
     st.ray_address, st.train_workers = ray_address, train_workers
+    if executor == "ray":  # a cluster that cannot be reached fails now, before the baseline
+        from advisor.executor_ray import ray_executor
+        st.ray = ray_executor(st.tgt, ray_address)
     if train_workers > 1 and st.factors.retrain == "none":
         st.warnings.append(f"--train-workers {train_workers} has no effect with --retrain none "
                            "(nothing is trained)")
@@ -232,6 +235,7 @@ class _Analysis:
     cache_key: str | None = None  # the analysis's key in it
     ray_address: str | None = None  # --executor ray: the cluster (None: a local Ray instance)
     train_workers: int = 1  # --train-workers: data-parallel processes per training step
+    ray: Any = None  # --executor ray: the RayExecutor, made before the baseline
 
 
 def _inputs_stage(model, *, target, max_drop, goal, max_latency, max_size, retrain, data,
@@ -335,7 +339,7 @@ def _search_stage(st: _Analysis, executor: str) -> None:
         st.warnings.append("the model is a traced graph without layers: trials run in-process")
     if executor == "ray":  # advisor.executor_ray: measured where target:<name> is advertised
         from advisor.executor_ray import ray_executor
-        ex = ray_executor(st.tgt, st.ray_address)
+        ex = st.ray or ray_executor(st.tgt, st.ray_address)
     else:
         ex = make_executor(executor)
     numbers = itertools.count(1)  # trial work directories (trials may run side by side)

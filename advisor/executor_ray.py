@@ -81,6 +81,23 @@ def _whole_task(fn, payload) -> dict:
     return out
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A `HOST:PORT` that refuses or does not answer a TCP connection is a one-line error now:
+    Ray's own client retries an absent GCS for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray://...: Ray's to resolve
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address}: "
+                             f"{e.strerror or type(e).__name__}",
+                             "start it with `ray start --head --port PORT` there, or check "
+                             "--ray-address") from e
+
+
 def ray_executor(target, address: str | None = None) -> "RayExecutor":
     """The Ray executor for `target` (its `target:<name>` resource; a GPU for a cuda target)."""
     return RayExecutor(getattr(target, "name", "cpu"), address,
@@ -99,6 +116,7 @@ class RayExecutor:
         self.resource = f"target:{target_name}"
         if not ray.is_initialized():
             if address:
+                _check_reachable(address)
                 try:
                     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
                 except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:

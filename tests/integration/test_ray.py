@@ -111,3 +111,18 @@ def test_a_cluster_without_the_target_is_one_line(cluster):
 
     with pytest.raises(RayUnavailable, match="target:edge-arm"):
         RayExecutor("edge-arm", cluster)
+
+
+def test_an_unreachable_cluster_fails_at_once_before_the_baseline(example_dir, capsys):
+    """Ray's client retries an absent cluster for minutes: advisor checks the address first,
+    before any measurement."""
+    import time
+
+    port = _port()  # free: nothing listens there
+    t0 = time.perf_counter()
+    rc = main(["analyze", str(example_dir / "resnet.pt2"), "--target", "cpu", "--executor",
+               "ray", "--ray-address", f"127.0.0.1:{port}", "--no-cache"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err, err
+    assert "Traceback" not in err and "baseline" not in err
+    assert time.perf_counter() - t0 < 20
