@@ -177,7 +177,9 @@ def analyze(model, *, target="cpu", max_drop: str = "1%", goal: str = "latency",
                        workroot=_workroot, arch_kwargs=arch_kwargs, preprocess=preprocess,
                        cache=cache, resume=resume)
     st.ray_address, st.train_workers = ray_address, train_workers
-    if executor == "ray":  # a cluster that cannot be reached fails now, before the baseline
+    # a cluster that cannot be reached fails now, before the baseline (a local instance is
+    # started later: its start-up would share the CPUs with the baseline's measurement)
+    if executor == "ray" and ray_address:
         from advisor.executor_ray import ray_executor
         st.ray = ray_executor(st.tgt, ray_address)
     if train_workers > 1 and st.factors.retrain == "none":
