@@ -114,9 +114,10 @@ class RayExecutor:
             raise RayUnavailable("--executor ray needs Ray", "pip install 'advisor[ray]'") from e
         self.ray = ray
         self.resource = f"target:{target_name}"
+        if address:  # also when this process is connected already (a notebook)
+            _check_reachable(address)
         if not ray.is_initialized():
             if address:
-                _check_reachable(address)
                 try:
                     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
                 except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
