@@ -176,10 +176,11 @@ class RayExecutor:
                 refs.append(self._track(
                     ray.remote(_whole_task).options(max_retries=0).remote(fn, payload)))
                 return self._get(refs[-1], deadline)
+            cpus = _prepare_cpus(payload)
             prepare = ray.remote(_prepare_task).options(
-                max_retries=0, num_cpus=_prepare_cpus(payload),
+                max_retries=0, num_cpus=cpus,
                 # with Ray Train workers, they hold the GPUs (as the CPUs: `_prepare_cpus`)
-                num_gpus=1 if self.gpu and _prepare_cpus(payload) else 0)
+                num_gpus=1 if self.gpu and cpus else 0)
             refs.append(self._track(prepare.remote(payload)))
             if on_stage:
                 on_stage("transform, train and export (Ray task)")

@@ -337,17 +337,16 @@ def run_search(candidates: list[Candidate], *, run_one: Callable[[Plan, float | 
             if rec.status != "ok" and direction:
                 break
 
-    lanes = _lanes(queue) if parallel > 1 else [[item] for item in queue]
-    if parallel <= 1 or len(lanes) <= 1:
-        for lane in lanes:
-            for c, vars_ in lane:
-                run_candidate(c, vars_)
-        return records
-    from concurrent.futures import ThreadPoolExecutor
-
     def run_lane(lane) -> None:
         for c, vars_ in lane:
             run_candidate(c, vars_)
+
+    lanes = _lanes(queue) if parallel > 1 else [[item] for item in queue]
+    if parallel <= 1 or len(lanes) <= 1:
+        for lane in lanes:
+            run_lane(lane)
+        return records
+    from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="advisor-lane")
     try:
