@@ -10,6 +10,11 @@ scratch directories that do not outlive the run.
   the parent asked for the watchdog only. PDEATHSIG fires when the *thread* that started the
   child exits, so a parent starting a child from a thread other than its main thread asks for
   the watchdog only (`child_env()` says which).
+- `start_child(argv, ...)` / `run_child(argv, timeout=...)`: `subprocess.Popen` / `.run` that
+  hold SIGINT and SIGTERM while the child starts. A Ctrl-C that lands after the child has
+  exec'd but before `Popen()` returns would otherwise leave a running child that nobody holds
+  a handle to (subprocess.run's kill-on-interrupt needs that handle); held, it kills the child
+  and is then delivered as usual.
 - `scratch_dir(kind)`: a temporary directory named `advisor-[KIND-]PID-XXXX` (PID: the process
   that owns it); `remove_stale_scratch()` (the CLI calls it at start) deletes such directories
   whose owner is dead — what a `kill -9` leaves behind.
@@ -30,7 +35,7 @@ from typing import Any, Callable
 
 __all__ = ["Interrupted", "install_signal_handlers", "restore_signal_handlers", "received_signal", "exit_code_for",
            "die_with_parent", "child_env", "pool_worker_init", "own_multiprocessing_tempdir", "scratch_dir",
-           "remove_stale_scratch", "PARENT_ENV"]
+           "remove_stale_scratch", "PARENT_ENV", "start_child", "run_child"]
 
 PARENT_ENV = "ADVISOR_PARENT_PID"  # pid the child must die with
 DEATHSIG_ENV = "ADVISOR_PDEATHSIG"  # "0": the parent started us from a non-main thread
@@ -174,6 +179,64 @@ def own_multiprocessing_tempdir() -> Path:
 
 def _child_term(signum, frame) -> None:
     raise Interrupted(signum)
+
+
+# ---- starting children -----------------------------------------------------------------------
+
+_HELD = (signal.SIGINT, signal.SIGTERM)
+
+
+def start_child(argv, **popen_kw):
+    """`subprocess.Popen(argv, **popen_kw)`, with SIGINT/SIGTERM held while it starts (in the
+    main thread; elsewhere signals are not delivered to this code anyway). A signal that
+    arrives meanwhile kills the new child, then goes to the previous handler as usual."""
+    import subprocess
+
+    if threading.current_thread() is not threading.main_thread():
+        return subprocess.Popen(argv, **popen_kw)
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in _HELD}
+    try:
+        proc = subprocess.Popen(argv, **popen_kw)
+    except BaseException:
+        restore_signal_handlers(previous)
+        _redeliver(held)
+        raise
+    restore_signal_handlers(previous)
+    if held:
+        with contextlib.suppress(OSError):
+            proc.kill()
+        proc.wait()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            if f is not None:
+                f.close()
+        _redeliver(held)
+    return proc
+
+
+def _redeliver(held: list[int]) -> None:
+    for signum in dict.fromkeys(held):
+        signal.raise_signal(signum)  # runs the restored handler: KeyboardInterrupt, Interrupted
+
+
+def run_child(argv, *, timeout: float | None = None, **popen_kw):
+    """`subprocess.run(argv, capture_output=True, text=True, timeout=...)` through
+    `start_child`: the child is killed and reaped on a timeout (re-raised as
+    `subprocess.TimeoutExpired`) and on any exception, KeyboardInterrupt included."""
+    import subprocess
+
+    proc = start_child(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       **popen_kw)
+    with proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            with contextlib.suppress(BaseException):
+                proc.communicate(timeout=10)  # reaps it; a second Ctrl-C does not stop the kill
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 # ---- scratch directories ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from advisor import procs
 from advisor.agent.protocol import (CHUNK_BYTES, MAX_LINE_BYTES, PROTOCOL, ProtocolError,
                                     decode, encode)
 from advisor.device.bundle import agent_archive, launch_argv
@@ -55,8 +56,8 @@ class AgentConnection:
         self.round_trips = 0
         t0 = time.perf_counter()
         try:
-            self.proc = subprocess.Popen(launch_argv(link), stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.proc = procs.start_child(launch_argv(link), stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as e:
             raise DeviceError(f"cannot start {link.command[0]!r} to reach the device "
                               f"{link.label}: {e}", kind="connect") from e

@@ -63,15 +63,17 @@ def run_worker_process(request: dict[str, Any], env: dict[str, str], work: Path,
     """Run this module on `request` in a fresh process (its files in `work`, which the caller
     owns) and return its result, or `{"ok": False, "kind", "error"}` saying how it ended. The
     one launcher of the worker: `advisor.measure.latency` here, the device agent there.
-    subprocess.run kills the worker on any exception, KeyboardInterrupt included."""
+    `procs.run_child` kills the worker on any exception, KeyboardInterrupt included, even one
+    that arrives while the worker is starting."""
     import subprocess
+
+    from advisor import procs
 
     req_path, res_path = work / "request.json", work / "result.json"
     req_path.write_text(json.dumps({**request, "result_path": str(res_path)}))
     try:
-        proc = subprocess.run([sys.executable, "-m", "advisor.measure._worker", str(req_path)],
-                              env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        proc = procs.run_child([sys.executable, "-m", "advisor.measure._worker", str(req_path)],
+                               env=env, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return {"ok": False, "kind": "timeout",
                 "error": f"{who} did not finish within {timeout:.0f} s"}

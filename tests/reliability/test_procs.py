@@ -170,21 +170,21 @@ def test_interrupted_latency_measurement_kills_worker_and_removes_its_dir(tmp_pa
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     model = tmp_path / "m.onnx"
     model.write_bytes(b"x")  # never loaded: the worker is interrupted first
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
     seen = {}
 
-    def slow_run(cmd, **kw):  # the real worker command, made to wait long
+    def slow_popen(cmd, **kw):  # the real worker command, made to wait long
         seen["request"] = json.loads(Path(cmd[-1]).read_text())
         seen["env"] = kw["env"]
         code = "import time; time.sleep(120)"
-        return real_run([sys.executable, "-c", code], **kw)
+        return real_popen([sys.executable, "-c", code], **kw)
 
     def interrupt():
         kids = _wait_children(lambda ks: any("time.sleep(120)" in _cmd(k) for k in ks))
         seen["pids"] = [k.pid for k in kids if "time.sleep(120)" in _cmd(k)]
         os.kill(os.getpid(), signal.SIGINT)  # a real signal: it wakes a blocked wait
 
-    monkeypatch.setattr(subprocess, "run", slow_run)  # the worker is launched by _worker.run_worker_process
+    monkeypatch.setattr(subprocess, "Popen", slow_popen)  # launched by _worker.run_worker_process
     t = threading.Thread(target=interrupt, daemon=True)
     t.start()
     with pytest.raises(KeyboardInterrupt):
@@ -193,3 +193,33 @@ def test_interrupted_latency_measurement_kills_worker_and_removes_its_dir(tmp_pa
     assert all(_gone(pid, 5) for pid in seen["pids"])
     assert seen["env"][procs.PARENT_ENV] == str(os.getpid())
     assert not list(tmp_path.glob("advisor-latency-*")), "request directory left behind"
+
+
+def test_an_interrupt_while_a_child_starts_kills_the_child(monkeypatch):
+    """Ctrl-C after the child has exec'd but before Popen() returns (the CI failure of the
+    latency-worker test above): the child is killed and the interrupt still arrives. A plain
+    subprocess.run leaves that child running, with no handle to it."""
+    real_execute = subprocess.Popen._execute_child
+    started = []
+
+    def execute_then_interrupt(self, *args, **kw):
+        real_execute(self, *args, **kw)
+        started.append(self.pid)
+        os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode, still in __init__
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", execute_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        procs.run_child([sys.executable, "-c", "import time; time.sleep(120)"], timeout=300)
+    assert started and _gone(started[0], 5), "the child outlived the interrupt"
+
+
+def test_run_child_returns_output_and_times_out():
+    done = procs.run_child([sys.executable, "-c", "import sys; print('out'); "
+                            "print('err', file=sys.stderr); sys.exit(3)"], timeout=60)
+    assert (done.returncode, done.stdout.strip(), done.stderr.strip()) == (3, "out", "err")
+    start = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        procs.run_child([sys.executable, "-c", "import time; time.sleep(120)"], timeout=1)
+    assert time.monotonic() - start < 30
+    assert not [p for p in psutil.Process().children(recursive=True)
+                if "sleep(120)" in _cmd(p) and p.status() != psutil.STATUS_ZOMBIE]
