@@ -124,6 +124,47 @@ class DataParallel:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+# ---- after the pass -----------------------------------------------------------------------
+
+def weights_digest(model) -> str:
+    """A hash of `model`'s state (every parameter and buffer, bit for bit; "" for what has no
+    state_dict): compared across the workers by `workers_agree`."""
+    import hashlib
+
+    h = hashlib.sha256()
+    state = model.state_dict() if hasattr(model, "state_dict") else {}
+    for name, value in state.items():
+        h.update(name.encode())
+        if not isinstance(value, torch.Tensor):
+            h.update(repr(value).encode())
+            continue
+        t = value.detach()
+        if t.is_quantized:
+            t = t.int_repr()
+        elif t.layout != torch.strided:
+            t = t.to_dense()
+        t = t.cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def workers_agree(model) -> bool:
+    """Whether every worker ended the pass with the same weights, bit for bit (a collective:
+    every worker calls it). They should: each optimizer step applies the same averaged gradient
+    everywhere and the buffers come from rank 0. A worker out of step means something in the
+    pass depended on the worker (its data slice, its clock); rank 0's model, the one kept and
+    then measured, is still valid, so this is recorded (`weights_agree` in the step's
+    `train_workers`), not raised."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return True
+    digests: list = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, weights_digest(model))
+    return len(set(digests)) == 1
+
+
 # ---- the job every worker other than this process runs ------------------------------------
 
 def pack_job(spec, model, config, ctx, seed: int) -> bytes:

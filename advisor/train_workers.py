@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from advisor.data_parallel import COLLECTIVE_TIMEOUT_S, pack_job, unpack_job
+from advisor.data_parallel import COLLECTIVE_TIMEOUT_S, pack_job, unpack_job, workers_agree
 from advisor.errors import PassError
 
 
@@ -101,6 +101,7 @@ def apply_data_parallel(spec, model, config, ctx, seed: int):
 
                 seed_everything(seed)
                 result = spec.apply(model, config, rank0_ctx)
+                agree = workers_agree(result.model)
             except Exception as e:
                 died = _dead_workers(procs)
                 if died:
@@ -119,7 +120,8 @@ def apply_data_parallel(spec, model, config, ctx, seed: int):
         with contextlib.suppress(OSError):
             rendezvous.unlink()
     result.info = {**result.info, "train_workers": {"workers": workers, "backend": backend,
-                                                    "devices": devices}}
+                                                    "devices": devices,
+                                                    "weights_agree": agree}}
     return result
 
 
@@ -142,7 +144,7 @@ def _worker_main(rank: int, world: int, backend: str, rendezvous: str, threads: 
 
     with _process_group(rank, world, backend, rendezvous), _threads(threads):
         seed_everything(seed)
-        spec.apply(model, config, ctx)
+        workers_agree(spec.apply(model, config, ctx).model)
 
 
 @contextlib.contextmanager

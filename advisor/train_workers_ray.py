@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 from advisor.errors import PassError
-from advisor.data_parallel import COLLECTIVE_TIMEOUT_S, pack_job, unpack_job
+from advisor.data_parallel import COLLECTIVE_TIMEOUT_S, pack_job, unpack_job, workers_agree
 
 ENGINE = "ray-train"
 # tries after the first to start the worker group (each waits Ray Train's start time-out, 60 s
@@ -164,13 +164,14 @@ def _train_loop(loop_config: dict) -> None:
     torch.set_num_threads(1)  # the one CPU Ray reserved for this worker (none beside a GPU)
     seed_everything(seed)
     result = spec.apply(model, config, dataclasses.replace(ctx, device=device))
+    agree = workers_agree(result.model)
     if ray.train.get_context().get_world_rank() != 0:
         return
     if hasattr(result.model, "to"):
         result.model = result.model.to("cpu")
     result.info = {**result.info, "train_workers": {
         "workers": len(where), "backend": dist.get_backend(), "devices": [d for d, _ in where],
-        "nodes": [n for _, n in where], "engine": ENGINE}}
+        "nodes": [n for _, n in where], "engine": ENGINE, "weights_agree": agree}}
     from advisor.fileio import atomic_path
 
     with atomic_path(loop_config["result"]) as tmp:

@@ -155,7 +155,9 @@ def _train_devices(steps: list[dict], ctx) -> dict:
         if parallel and not step.get("reused_from"):
             return {"device": ", ".join(sorted(set(parallel["devices"]))),
                     "workers": parallel["workers"], "backend": parallel["backend"],
-                    **({"engine": parallel["engine"]} if parallel.get("engine") else {})}
+                    **({"engine": parallel["engine"]} if parallel.get("engine") else {}),
+                    **({"weights_agree": parallel["weights_agree"]}
+                       if "weights_agree" in parallel else {})}
     return {"device": str(ctx.device), "workers": 1}
 
 

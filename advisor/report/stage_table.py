@@ -80,4 +80,5 @@ def train_text(train: dict | None) -> str:
     if not train:
         return DASH
     n = int(train.get("workers") or 1)
-    return f"{train.get('device', DASH)}, {n} worker{'s' if n != 1 else ''}"
+    out_of_step = " (out of step: rank 0 kept)" if train.get("weights_agree") is False else ""
+    return f"{train.get('device', DASH)}, {n} worker{'s' if n != 1 else ''}{out_of_step}"

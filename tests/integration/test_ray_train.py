@@ -72,7 +72,7 @@ def test_ray_train_workers_train_as_the_local_workers_do(connected, pruned_resne
     record = on_ray.info["train_workers"]
     assert record["engine"] == "ray-train" and record["workers"] == 2, record
     assert record["backend"] == "gloo" and record["devices"] == ["cpu", "cpu"]
-    assert len(record["nodes"]) == 2
+    assert len(record["nodes"]) == 2 and record["weights_agree"] is True
     # the same recipe, seed and worker count on either engine: the same weights, bit for bit
     for (name, a), b in zip(on_ray.model.state_dict().items(), local.model.state_dict().values()):
         assert torch.equal(a, b), name

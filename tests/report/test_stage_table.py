@@ -90,3 +90,11 @@ def test_schema_rejects_wrong_records(report, field, value, where):
     with pytest.raises(ValueError, match="does not match its schema") as info:
         validate_report(report)
     assert where in str(info.value)
+
+
+def test_workers_out_of_step_are_named_in_the_train_column():
+    from advisor.report.stage_table import train_text
+
+    assert train_text({"device": "cpu", "workers": 2, "weights_agree": True}) == "cpu, 2 workers"
+    assert train_text({"device": "cpu", "workers": 2, "weights_agree": False}) == \
+        "cpu, 2 workers (out of step: rank 0 kept)"

@@ -58,7 +58,7 @@ def test_two_gloo_workers_finetune_the_pruned_resnet_as_one_process_does(
     assert acc1 > before + 0.3, "fine-tuning recovers the pruned model"
     assert abs(acc2 - acc1) <= 0.005, (acc1, acc2)
     assert two.info["train_workers"] == {"workers": 2, "backend": "gloo",
-                                         "devices": ["cpu", "cpu"]}
+                                         "devices": ["cpu", "cpu"], "weights_agree": True}
     assert "train_workers" not in one.info
     # the same number of optimizer steps and epochs as one process: the batch is split, not
     # multiplied (the recipe does not change with the worker count)
@@ -94,6 +94,45 @@ def test_distillation_with_feature_hints_trains_data_parallel(pruned_resnet, tra
     assert out.info["adapter_params"] > 0
     assert evaluate(out.model, digits_loaders["test"]) > evaluate(pruned_resnet,
                                                                    digits_loaders["test"])
+
+
+class DriftsOnRankOne(nn.Module):
+    """A model that worker 1 changes outside the gradient (a frozen parameter, which DDP
+    neither averages nor broadcasts after the start): the workers end out of step."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+        self.offset = nn.Parameter(torch.zeros(10), requires_grad=False)
+
+    def forward(self, x):
+        import torch.distributed as dist
+
+        if self.training and dist.is_initialized() and dist.get_rank() == 1:
+            with torch.no_grad():
+                self.offset.add_(1.0)
+        return self.net(x) + self.offset
+
+
+def test_workers_that_end_out_of_step_are_recorded(digits_loaders, tmp_path):
+    out = _finetune(DriftsOnRankOne(), digits_loaders, tmp_path, 2, epochs=1)
+    assert out.info["train_workers"]["weights_agree"] is False
+    assert torch.equal(out.model.offset, torch.zeros(10)), "rank 0's model is the one kept"
+
+
+def test_the_weights_digest_sees_one_changed_value():
+    from advisor.data_parallel import weights_digest
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    before = weights_digest(model)
+    assert weights_digest(copy.deepcopy(model)) == before
+    with torch.no_grad():
+        model[0].weight[1, 2] += 1e-6
+    assert weights_digest(model) != before
+    model = copy.deepcopy(model)
+    same = weights_digest(model)
+    model[1].num_batches_tracked += 1  # a buffer counts too
+    assert weights_digest(model) != same
 
 
 class DiesOnRankOne(nn.Module):
