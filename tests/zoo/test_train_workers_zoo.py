@@ -72,7 +72,8 @@ def test_two_workers_train_resnet18_at_224px_in_step(resnet18, pruned, tmp_path,
     record = out.info["train_workers"]
     assert record == {"workers": 2, "backend": "gloo", "devices": ["cpu", "cpu"],
                       "weights_agree": True}, record
-    assert [h["epoch"] for h in out.info["history"]] == [1, 2]
+    history = out.info["history"] if pass_name == "finetune" else out.info["train"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
     moved = [not torch.equal(a, b) for a, b in zip(pruned.parameters(), out.model.parameters())]
     assert all(moved), f"{moved.count(False)} parameter tensors did not move"
     if pass_name == "distill":
