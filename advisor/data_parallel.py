@@ -149,20 +149,27 @@ def weights_digest(model) -> str:
     return h.hexdigest()
 
 
-def workers_agree(model) -> bool:
+def workers_agree(model, device) -> bool:
     """Whether every worker ended the pass with the same weights, bit for bit (a collective:
-    every worker calls it). They should: each optimizer step applies the same averaged gradient
-    everywhere and the buffers come from rank 0. A worker out of step means something in the
-    pass depended on the worker (its data slice, its clock); rank 0's model, the one kept and
-    then measured, is still valid, so this is recorded (`weights_agree` in the step's
-    `train_workers`), not raised."""
+    every worker calls it; `device` is this worker's). They should: each optimizer step applies
+    the same averaged gradient everywhere and the buffers come from rank 0. A worker out of step
+    means something in the pass depended on the worker (its data slice, its clock); rank 0's
+    model, the one kept and then measured, is still valid, so this is recorded
+    (`weights_agree` in the step's `train_workers`), not raised."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return True
-    digests: list = [None] * dist.get_world_size()
-    dist.all_gather_object(digests, weights_digest(model))
-    return len(set(digests)) == 1
+    digest = bytes.fromhex(weights_digest(model))
+    # the digest as 4 int64s, reduced by max and by min: equal everywhere iff max == min (a
+    # tensor collective, which NCCL takes on this worker's own GPU)
+    comm = torch.device(device) if dist.get_backend() == "nccl" else torch.device("cpu")
+    words = torch.tensor([int.from_bytes(digest[i:i + 8], "little", signed=True)
+                          for i in range(0, 32, 8)], dtype=torch.int64, device=comm)
+    high, low = words.clone(), words.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    return bool(torch.equal(high, low))
 
 
 # ---- the job every worker other than this process runs ------------------------------------

@@ -101,7 +101,7 @@ def apply_data_parallel(spec, model, config, ctx, seed: int):
 
                 seed_everything(seed)
                 result = spec.apply(model, config, rank0_ctx)
-                agree = workers_agree(result.model)
+                agree = workers_agree(result.model, devices[0])
             except Exception as e:
                 died = _dead_workers(procs)
                 if died:
@@ -144,7 +144,7 @@ def _worker_main(rank: int, world: int, backend: str, rendezvous: str, threads: 
 
     with _process_group(rank, world, backend, rendezvous), _threads(threads):
         seed_everything(seed)
-        workers_agree(spec.apply(model, config, ctx).model)
+        workers_agree(spec.apply(model, config, ctx).model, ctx.device)
 
 
 @contextlib.contextmanager

@@ -164,7 +164,7 @@ def _train_loop(loop_config: dict) -> None:
     torch.set_num_threads(1)  # the one CPU Ray reserved for this worker (none beside a GPU)
     seed_everything(seed)
     result = spec.apply(model, config, dataclasses.replace(ctx, device=device))
-    agree = workers_agree(result.model)
+    agree = workers_agree(result.model, device)
     if ray.train.get_context().get_world_rank() != 0:
         return
     if hasattr(result.model, "to"):
