@@ -127,8 +127,8 @@ class DataParallel:
 # ---- after the pass -----------------------------------------------------------------------
 
 def weights_digest(model) -> str:
-    """A hash of `model`'s state (every parameter and buffer, bit for bit; "" for what has no
-    state_dict): compared across the workers by `workers_agree`."""
+    """A hash of `model`'s state, every parameter and buffer bit for bit (the hash of nothing
+    for what has no state_dict): compared across the workers by `workers_agree`."""
     import hashlib
 
     h = hashlib.sha256()

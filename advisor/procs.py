@@ -192,7 +192,8 @@ def start_child(argv, **popen_kw):
     arrives meanwhile kills the new child, then goes to the previous handler as usual."""
     import subprocess
 
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or \
+            any(signal.getsignal(sig) is None for sig in _HELD):  # a handler Python cannot restore
         return subprocess.Popen(argv, **popen_kw)
     held: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in _HELD}
