@@ -161,8 +161,31 @@ def _process_group(rank: int, world: int, backend: str, rendezvous: str):
                             timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     try:
         yield
+    except BaseException:
+        _retire(dist.group.WORLD)
+        raise
     finally:
         dist.destroy_process_group()
+
+
+# Process groups of failed runs, kept until exit. After a peer died, gloo may still hold queued
+# collectives, and ~ProcessGroupGloo waits for its queue to drain. The failed run's traceback
+# holds DDP's Reducer, which holds the group: freed with the traceback, the Reducer would run
+# that destructor with the GIL held, while the queue's last work needs the GIL to finish — a
+# deadlock (seen in CI: torch 2.13, pytorch/pytorch#56297). Held here, the group is freed last
+# through its Python object, whose destructor releases the GIL, at exit while the interpreter is
+# still whole.
+_RETIRED: list = []
+
+
+def _retire(group) -> None:
+    import atexit
+
+    if group is None:
+        return
+    if not _RETIRED:
+        atexit.register(_RETIRED.clear)
+    _RETIRED.append(group)
 
 
 @contextlib.contextmanager
