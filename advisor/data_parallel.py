@@ -126,29 +126,6 @@ class DataParallel:
 
 # ---- after the pass -----------------------------------------------------------------------
 
-def weights_digest(model) -> str:
-    """A hash of `model`'s state, every parameter and buffer bit for bit (the hash of nothing
-    for what has no state_dict): compared across the workers by `workers_agree`."""
-    import hashlib
-
-    h = hashlib.sha256()
-    state = model.state_dict() if hasattr(model, "state_dict") else {}
-    for name, value in state.items():
-        h.update(name.encode())
-        if not isinstance(value, torch.Tensor):
-            h.update(repr(value).encode())
-            continue
-        t = value.detach()
-        if t.is_quantized:
-            t = t.int_repr()
-        elif t.layout != torch.strided:
-            t = t.to_dense()
-        t = t.cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def workers_agree(model, device) -> bool:
     """Whether every worker ended the pass with the same weights, bit for bit (a collective:
     every worker calls it; `device` is this worker's). They should: each optimizer step applies
@@ -160,6 +137,8 @@ def workers_agree(model, device) -> bool:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return True
+    from advisor.model_common import weights_digest
+
     digest = bytes.fromhex(weights_digest(model))
     # the digest as 4 int64s, reduced by max and by min: equal everywhere iff max == min (a
     # tensor collective, which NCCL takes on this worker's own GPU)

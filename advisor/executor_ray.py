@@ -22,6 +22,7 @@ tasks. Each result says where its stages ran (`ran_on`: node, seconds, waiting f
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -159,10 +160,8 @@ class RayExecutor:
 
     def _cancel(self, refs) -> None:
         for ref in refs:
-            try:
+            with contextlib.suppress(Exception):  # already finished or gone
                 self.ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - already finished or gone
-                pass
 
     def run(self, fn: Callable[[Any], dict], payload: Any, timeout_s: float | None = None,
             on_stage: Callable[[str], None] | None = None) -> dict:

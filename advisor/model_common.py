@@ -234,3 +234,29 @@ def arch_record(loaded) -> dict:
     .pt2 advisor writes record."""
     meta = loaded.metadata or {}
     return {k: meta[k] for k in ("arch", "arch_kwargs", "lifted") if meta.get(k)}
+
+
+def weights_digest(model) -> str:
+    """A hash of `model`'s state, every parameter and buffer bit for bit, whatever its dtype or
+    layout (the hash of nothing for what has no state_dict): the trial cache's key for a model
+    held in memory, and what data-parallel workers compare (`advisor.data_parallel`)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    state = model.state_dict() if hasattr(model, "state_dict") else {}
+    for name, value in state.items():
+        h.update(name.encode())
+        if not isinstance(value, torch.Tensor):
+            h.update(repr(value).encode())
+            continue
+        t = value.detach()
+        if t.is_quantized:
+            t = t.int_repr()
+        elif t.layout != torch.strided:
+            t = t.to_dense()
+        t = t.cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -56,7 +56,7 @@ def digest(obj: Any) -> str:
 def model_fingerprint(loaded) -> dict[str, Any] | None:
     """What identifies the model's weights and graph; None when nothing does."""
     from advisor.fileio import sha256_file
-    from advisor.model_common import arch_record
+    from advisor.model_common import arch_record, weights_digest
 
     out: dict[str, Any] = {"format": loaded.format, "input_shape": list(loaded.input_shape),
                            "arch": arch_record(loaded)}
@@ -66,11 +66,8 @@ def model_fingerprint(loaded) -> dict[str, Any] | None:
     if "file" not in out and "onnx" not in out:
         if loaded.module is None:
             return None
-        h = hashlib.sha256(type(loaded.module).__qualname__.encode())
-        for name, t in loaded.module.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        out["weights"] = h.hexdigest()
+        out["weights"] = digest([type(loaded.module).__qualname__,
+                                 weights_digest(loaded.module)])
     return out
 
 

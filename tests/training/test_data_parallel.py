@@ -121,7 +121,7 @@ def test_workers_that_end_out_of_step_are_recorded(digits_loaders, tmp_path):
 
 
 def test_the_weights_digest_sees_one_changed_value():
-    from advisor.data_parallel import weights_digest
+    from advisor.model_common import weights_digest
 
     model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
     before = weights_digest(model)
